@@ -1,0 +1,1 @@
+"""Console tables, progress bars, metric logs and plots."""

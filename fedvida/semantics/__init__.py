@@ -1,0 +1,1 @@
+"""fedvida.semantics"""
