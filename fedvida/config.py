@@ -68,7 +68,7 @@ class WithholdConfig(Section):
     clip_rate: float = Field(0.5, ge=0.0, le=1.0, description="Per-clip withholding rate.")
     client_dist: Literal["none", "fixed", "uniform", "beta"] = Field(
         "none",
-        description="Per-client rate distribution; when not 'none' it replaces clip_rate per client.",
+        description="Per-client rate distribution; when not 'none' it replaces clip_rate.",
     )
     client_low: float = Field(0.0, ge=0.0, le=1.0)
     client_high: float = Field(1.0, ge=0.0, le=1.0)

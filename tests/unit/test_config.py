@@ -1,0 +1,78 @@
+"""Config loading, overrides and one-line validation errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedvida.cli import main
+from fedvida.config import Config, load_config
+from fedvida.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml"])
+def test_shipped_configs_validate(name: str, pytestconfig: pytest.Config) -> None:
+    cfg = load_config(pytestconfig.rootpath / "configs" / name)
+    assert isinstance(cfg, Config)
+    assert cfg.extract.steps == 18
+
+
+def test_overrides_parse_yaml_values() -> None:
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=3",
+            "partition.withhold.clip_rate=0.25",
+            "federation.shared_prefixes=[generator]",
+        ],
+    )
+    assert cfg.train.epochs == 3
+    assert cfg.partition.withhold.clip_rate == 0.25
+    assert cfg.federation.shared_prefixes == ["generator"]
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("partition.alpha=-1", "partition.alpha"),
+        ("train.method=magic", "train.method"),
+        ("partition.withhold.clip_rate=1.5", "partition.withhold.clip_rate"),
+        ("train.nonsense=1", "train.nonsense"),
+        ("data.classes.mode=list", "data.classes"),
+    ],
+)
+def test_invalid_values_name_the_field(override: str, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    message = str(err.value)
+    assert field in message
+    assert "\n" not in message
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_cli_config_show_and_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "--set", "train.epochs=7"]) == 0
+    assert "epochs: 7" in capsys.readouterr().out
+    assert main(["config", "show", "--set", "federation.rounds=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedvida: error:") and "federation.rounds" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_section_hash_tracks_only_named_sections() -> None:
+    a = load_config(None, [])
+    b = load_config(None, ["train.epochs=5"])
+    c = load_config(None, ["extract.fps=5"])
+    assert a.section_hash("extract") == b.section_hash("extract")
+    assert a.section_hash("extract") != c.section_hash("extract")
