@@ -1,0 +1,127 @@
+"""`fedvida data demo` (write the demo dataset) and `fedvida data inspect` (probe a dataset)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fedvida.commands import add_config_args, config_from_args
+from fedvida.errors import ProblemLog
+from fedvida.reporting.console import console, print_table, rate_progress
+
+MAX_CLASS_ROWS = 40
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("data", help="write the demo dataset or inspect a dataset")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    demo = dsub.add_parser("demo", help="write the built-in demo dataset (MiT layout)")
+    add_config_args(demo)
+    demo.add_argument("--out", default=None, help="output folder (default: demo.out)")
+    demo.add_argument("--classes", type=int, default=None, help="number of classes (2-10)")
+    demo.add_argument("--clips-per-class", type=int, default=None, help="training clips per class")
+    demo.add_argument("--seed", type=int, default=None, help="random seed")
+    demo.set_defaults(handler=_demo)
+
+    ins = dsub.add_parser("inspect", help="probe every clip: classes, fps, durations, audio")
+    add_config_args(ins)
+    ins.add_argument("--root", default=None, help="dataset root (default: data.root)")
+    ins.add_argument("--limit", type=_positive_int, default=None,
+                     help="probe at most N clips per split (a seeded sample)")
+    ins.add_argument("--problems", default=None, metavar="FILE",
+                     help="also write every problem to FILE as JSON lines")
+    ins.set_defaults(handler=_inspect)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def print_problems(log: ProblemLog, examples: int = 5) -> None:
+    """Print a problem count by reason and the first `examples` problems."""
+    if not len(log):
+        console.print("problems: none")
+        return
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(log.counts().items()))
+    console.print(f"[bold yellow]problems: {len(log)}[/] ({counts}); not fatal, first ones:")
+    for p in log.problems[:examples]:
+        console.print(f"  {p.line()}", markup=False)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    for flag, key in (("classes", "classes"), ("clips_per_class", "clips_per_class"),
+                      ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            args.overrides.append(f"demo.{key}={getattr(args, flag)}")
+    cfg = config_from_args(args)
+    from fedvida.data.demo import write_demo_dataset
+
+    out = Path(args.out) if args.out is not None else cfg.demo.out
+    summary = write_demo_dataset(cfg.demo, out, progress=True)
+    rows = [
+        ("root", str(summary.root)),
+        ("classes", f"{len(summary.classes)}: {', '.join(summary.classes)}"),
+        ("clips", str(summary.clips)),
+        ("no audio stream", str(summary.no_stream)),
+        ("silent track", str(summary.silent)),
+        ("seconds", f"{summary.seconds:.1f}"),
+        ("clips/s", f"{summary.clips_per_second():.2f}"),
+    ]
+    print_table("demo dataset", ["", "value"], rows)
+    if Path(summary.root) != Path(cfg.data.root):
+        console.print(f"read it with --set data.root={summary.root}", markup=False)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    if args.root is not None:
+        args.overrides.append(f"data.root={args.root}")
+    cfg = config_from_args(args)
+    from fedvida.data.inspect import inspect_clips, sample_clips
+    from fedvida.data.mit import load_dataset
+
+    index = load_dataset(cfg.data)
+    console.print(f"dataset {index.root} (MiT {index.version}): {len(index.classes)} classes, "
+                  f"{len(index.train)} training + {len(index.test)} test clips", markup=False)
+    counts = list(index.class_counts().items())
+    rows = [(i, name, tr, te) for i, (name, (tr, te)) in enumerate(counts[:MAX_CLASS_ROWS])]
+    caption = (f"... and {len(counts) - MAX_CLASS_ROWS} more classes"
+               if len(counts) > MAX_CLASS_ROWS else None)
+    print_table("clips per class", ["label", "class", cfg.data.train_split, cfg.data.test_split],
+                rows, caption)
+
+    clips = (sample_clips(index.train, args.limit, cfg.data.cap_seed)
+             + sample_clips(index.test, args.limit, cfg.data.cap_seed))
+    with rate_progress("clips") as progress:
+        task = progress.add_task("probing", total=len(clips))
+        report = inspect_clips(index, clips, cfg.extract.silence_dbfs, cfg.extract.sample_rate,
+                               on_clip=lambda: progress.advance(task))
+    n = len(report.facts)
+    print_table("frame rates", ["fps", "clips", "share"],
+                [(f"{fps:.3f}", c, c / n) for fps, c in report.fps_counts()])
+    lo, med, hi = report.durations()
+    shares = report.shares()
+    rows2 = [
+        ("clips probed", str(report.probed)),
+        ("readable", f"{n} ({n / max(report.probed, 1):.1%})"),
+        ("duration min / median / max (s)", f"{lo:.2f} / {med:.2f} / {hi:.2f}"),
+        ("codecs", ", ".join(f"{k} {v}" for k, v in report.counts("codec"))),
+        ("frame sizes", ", ".join(f"{k} {v}" for k, v in report.counts("size")[:6])),
+        ("audio stream present", f"{shares['audio_stream']:.1%}"),
+        (f"silent (RMS < {cfg.extract.silence_dbfs:g} dBFS)", f"{shares['silent']:.1%}"),
+        ("usable audio", f"{shares['usable_audio']:.1%}"),
+    ]
+    print_table("clips", ["", "value"], rows2)
+    problems = ProblemLog()
+    problems.extend(index.problems)
+    problems.extend(report.problems)
+    print_problems(problems)
+    if args.problems is not None:
+        problems.write_jsonl(args.problems)
+        console.print(f"problems written to {args.problems}", markup=False)
+    return 0

@@ -1,0 +1,354 @@
+"""Moments-in-Time dataset layout: categories file, split CSVs, clip folders -> `DatasetIndex`.
+
+A real MiT download (v1: 339 classes; v2, `Moments_in_Time_Raw`: 305 classes) and the demo
+dataset share one layout::
+
+    <root>/moments_categories.txt        rows "name,index" (or just "name")
+    <root>/trainingSet.csv               rows "category/clip.mp4,category,agree,disagree"
+    <root>/validationSet.csv
+    <root>/training/<category>/<clip>.mp4
+    <root>/validation/<category>/<clip>.mp4
+
+The annotation files may also sit in ``<root>/annotations/`` and the split folders in
+``<root>/videos/`` (the layout mmaction2 prepares). Bad rows, unknown categories and clips that
+are listed but missing on disk are recorded in `DatasetIndex.problems`; they never stop a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from fedvida.config import ClassSelection, DataConfig
+from fedvida.errors import ConfigError, InputError, ProblemLog
+from fedvida.resources import mit_v1_categories
+
+CATEGORIES_FILE = "moments_categories.txt"
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+V1_CLASSES = 339
+V2_CLASSES = 305
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """One clip of the dataset.
+
+    Attributes
+    ----------
+    relpath
+        Path relative to the dataset root, POSIX, e.g. ``"training/barking/demo_0001.mp4"``.
+    category
+        MiT category name.
+    label
+        Index into `DatasetIndex.classes`.
+    split
+        The split folder name (``"training"`` or ``"validation"``).
+    """
+
+    relpath: str
+    category: str
+    label: int
+    split: str
+
+
+@dataclass
+class DatasetIndex:
+    """The selected classes and clips of one dataset, with every problem met while indexing."""
+
+    root: Path
+    version: str
+    classes: list[str]
+    train: list[ClipRef]
+    test: list[ClipRef]
+    problems: ProblemLog = field(default_factory=ProblemLog)
+
+    def path(self, clip: ClipRef) -> Path:
+        """Absolute-or-cwd-relative path of a clip's file."""
+        return self.root / clip.relpath
+
+    def class_counts(self) -> dict[str, tuple[int, int]]:
+        """``{class: (training clips, test clips)}`` in label order."""
+        tr = Counter(c.category for c in self.train)
+        te = Counter(c.category for c in self.test)
+        return {name: (tr[name], te[name]) for name in self.classes}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the files of a MiT-style dataset are."""
+
+    root: Path
+    categories_file: Path | None
+    csv: dict[str, Path]          # split -> annotation CSV
+    video_dir: dict[str, Path]    # split -> folder holding <category>/<clip>.mp4
+
+
+def _csv_name(split: str) -> str:
+    return f"{split}Set.csv"
+
+
+def find_layout(root: Path, splits: tuple[str, ...]) -> Layout:
+    """Locate the categories file, the split CSVs and the split folders under `root`.
+
+    Raises
+    ------
+    InputError
+        When the root directory or a split CSV does not exist (naming the path).
+    """
+    if not root.is_dir():
+        raise InputError(f"dataset root not found: {root} (set data.root)")
+    ann_dirs = [root, root / "annotations"]
+    cats = next((d / CATEGORIES_FILE for d in ann_dirs if (d / CATEGORIES_FILE).is_file()), None)
+    csvs: dict[str, Path] = {}
+    dirs: dict[str, Path] = {}
+    for split in splits:
+        found = next((d / _csv_name(split) for d in ann_dirs if (d / _csv_name(split)).is_file()),
+                     None)
+        if found is None:
+            raise InputError(f"split CSV not found: {root / _csv_name(split)}")
+        csvs[split] = found
+        alt = root / "videos" / split
+        dirs[split] = alt if not (root / split).is_dir() and alt.is_dir() else root / split
+    return Layout(root, cats, csvs, dirs)
+
+
+def read_categories(path: Path, problems: ProblemLog) -> list[str]:
+    """Read ``moments_categories.txt`` (rows ``name,index`` or ``name``) in index order."""
+    rows: list[tuple[int, str]] = []
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            cells = [c.strip() for c in row]
+            if not cells or not cells[0]:
+                continue
+            if len(cells) >= 2 and cells[1]:
+                try:
+                    rows.append((int(cells[1]), cells[0]))
+                except ValueError:
+                    if lineno > 1:  # a header row is fine, anything later is a bad row
+                        problems.add(f"{path}:{lineno}", "bad_row", f"index {cells[1]!r}")
+                continue
+            rows.append((len(rows), cells[0]))
+    names = [name for _, name in sorted(rows)]
+    for name, count in Counter(names).items():
+        if count > 1:
+            problems.add(path, "duplicate_category", name)
+    return list(dict.fromkeys(names))
+
+
+def _clean_relpath(raw: str, split: str) -> str | None:
+    """``category/clip.mp4`` (POSIX, inside the split folder) or None when unusable."""
+    absolute = raw.lstrip().startswith(("/", "\\"))
+    parts = [p for p in raw.strip().replace("\\", "/").split("/") if p not in ("", ".")]
+    if parts and parts[0] == split:
+        parts = parts[1:]
+    if absolute or len(parts) < 2 or ".." in parts:
+        return None
+    if not parts[-1].lower().endswith(VIDEO_EXTENSIONS):
+        return None
+    return "/".join(parts)
+
+
+def read_split_csv(path: Path, split: str, problems: ProblemLog) -> list[tuple[str, str]]:
+    """Read one split CSV as ``(path inside the split folder, category)`` pairs.
+
+    Extra columns are ignored and a header row is skipped; malformed rows and duplicates are
+    recorded in `problems` as ``bad_row`` / ``duplicate`` with ``file:line``.
+    """
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            if not row or not any(c.strip() for c in row):
+                continue
+            where = f"{path}:{lineno}"
+            rel = _clean_relpath(row[0], split) if row[0].strip() else None
+            category = row[1].strip() if len(row) >= 2 else ""
+            if rel is None or not category:
+                header = lineno == 1 and not row[0].strip().lower().endswith(VIDEO_EXTENSIONS)
+                if not header:
+                    problems.add(where, "bad_row", ",".join(row)[:120])
+                continue
+            if rel in seen:
+                problems.add(where, "duplicate", rel)
+                continue
+            seen.add(rel)
+            out.append((rel, category))
+    return out
+
+
+def detect_version(root: Path, categories: list[str]) -> str:
+    """Guess the MiT version: 305 classes or a ``*_Raw`` root is v2, 339 classes v1.
+
+    Partial category files (subsets, the demo) are v1 when every name is a v1 category.
+    """
+    if len(categories) == V2_CLASSES:
+        return "v2"
+    if len(categories) == V1_CLASSES:
+        return "v1"
+    if any(p.lower().endswith("_raw") for p in root.resolve().parts):
+        return "v2"
+    v1 = set(mit_v1_categories())
+    return "v1" if all(c in v1 for c in categories) else "v2"
+
+
+def select_classes(available: list[str], present: set[str], sel: ClassSelection) -> list[str]:
+    """Apply `data.classes` and return the selected class names sorted by name.
+
+    `available` is the categories file's list; `present` the classes with a training folder.
+    ``all`` and ``random`` draw only from present classes; ``list`` names must be available.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``data.classes.names`` (unknown class) or ``data.classes.n`` (too many asked).
+    """
+    if sel.mode == "list":
+        unknown = [n for n in sel.names if n not in set(available)]
+        if unknown:
+            raise ConfigError(
+                f"data.classes.names: unknown class(es) {', '.join(map(repr, unknown[:5]))}"
+                f" (not in {CATEGORIES_FILE})"
+            )
+        return sorted(set(sel.names))
+    pool = sorted(c for c in available if c in present)
+    if sel.mode == "all":
+        return pool
+    if sel.n > len(pool):
+        raise ConfigError(f"data.classes.n: asked for {sel.n} classes, the dataset has {len(pool)}")
+    rng = np.random.default_rng(sel.seed)
+    picked = rng.choice(len(pool), size=sel.n, replace=False)
+    return sorted(pool[int(i)] for i in picked)
+
+
+def _cap(items: list[str], cap: int | None, seed: int, category: str) -> list[str]:
+    """A seeded per-class sample of at most `cap` items (nested: a larger cap keeps a smaller)."""
+    items = sorted(items)
+    if cap is None or len(items) <= cap:
+        return items
+    rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
+    order = rng.permutation(len(items))[:cap]
+    return sorted(items[int(i)] for i in order)
+
+
+class _DirCache:
+    """Lists each clip folder once, so checking 100k clips costs one scandir per class."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Path, set[str] | None] = {}
+
+    def _listing(self, folder: Path) -> set[str] | None:
+        if folder not in self._entries:
+            try:
+                self._entries[folder] = {e.name for e in os.scandir(folder)}
+            except OSError:
+                self._entries[folder] = None
+        return self._entries[folder]
+
+    def exists(self, path: Path) -> bool:
+        names = self._listing(path.parent)
+        return names is not None and path.name in names
+
+    def dir_exists(self, folder: Path) -> bool:
+        return self._listing(folder) is not None
+
+
+def _index_split(
+    layout: Layout,
+    split: str,
+    rows: list[tuple[str, str]],
+    labels: dict[str, int],
+    cap: int | None,
+    seed: int,
+    problems: ProblemLog,
+) -> list[ClipRef]:
+    """Turn one split's CSV rows into `ClipRef`s of the selected classes present on disk."""
+    vdir = layout.video_dir[split]
+    prefix = PurePosixPath(os.path.relpath(vdir, layout.root)).as_posix()
+    listed: dict[str, list[str]] = {c: [] for c in labels}
+    for rel, category in rows:
+        if category in listed:
+            listed[category].append(rel)
+    dirs = _DirCache()
+    clips: list[ClipRef] = []
+    for category in sorted(listed):
+        by_dir: dict[str, list[str]] = {}
+        for rel in listed[category]:
+            by_dir.setdefault(rel.split("/", 1)[0], []).append(rel)
+        present = []
+        for top, rels in sorted(by_dir.items()):
+            if not dirs.dir_exists(vdir / top):  # one line for a whole absent folder
+                problems.add(f"{prefix}/{top}", "missing_dir", f"{len(rels)} listed clip(s)")
+                continue
+            for rel in rels:
+                if dirs.exists(vdir / rel):
+                    present.append(rel)
+                else:
+                    where = f"listed in {layout.csv[split].name}"
+                    problems.add(f"{prefix}/{rel}", "missing", where)
+        for rel in _cap(present, cap, seed, category):
+            clips.append(ClipRef(f"{prefix}/{rel}", category, labels[category], split))
+    return clips
+
+
+def load_dataset(cfg: DataConfig) -> DatasetIndex:
+    """Index a MiT-layout dataset: select classes, cap clips per class, check files exist.
+
+    Parameters
+    ----------
+    cfg
+        The `data` config section.
+
+    Returns
+    -------
+    DatasetIndex
+        Selected classes (sorted; label i is ``classes[i]``), training and test clips sorted by
+        path, and the problems met (bad rows, unknown categories, missing files).
+
+    Raises
+    ------
+    InputError
+        The root directory or a split CSV is missing.
+    ConfigError
+        An explicitly listed class does not exist, or more random classes than exist are asked.
+    """
+    root = Path(cfg.root)
+    splits = (cfg.train_split, cfg.test_split)
+    layout = find_layout(root, splits)
+    problems = ProblemLog()
+    rows = {s: read_split_csv(layout.csv[s], s, problems) for s in splits}
+    if layout.categories_file is not None:
+        categories = read_categories(layout.categories_file, problems)
+    else:
+        categories = sorted({c for s in splits for _, c in rows[s]})
+        problems.add(root / CATEGORIES_FILE, "missing", "categories taken from the split CSVs")
+    known = set(categories)
+    for split in splits:
+        unknown = Counter(c for _, c in rows[split] if c not in known)
+        for category, count in sorted(unknown.items()):
+            problems.add(layout.csv[split], "unknown_category", f"{category!r} in {count} row(s)")
+    version = cfg.version if cfg.version != "auto" else detect_version(root, categories)
+    train_dir = layout.video_dir[cfg.train_split]
+    present = {c for c in categories if (train_dir / c).is_dir()}
+    classes = select_classes(categories, present, cfg.classes)
+    if cfg.classes.mode != "list":
+        listed = Counter(c for _, c in rows[cfg.train_split])
+        for name in sorted(known - present):
+            if listed[name]:
+                detail = f"class skipped, {listed[name]} clip(s) listed"
+                problems.add(train_dir / name, "missing_dir", detail)
+    labels = {name: i for i, name in enumerate(classes)}
+    train = _index_split(layout, cfg.train_split, rows[cfg.train_split], labels,
+                         cfg.max_clips_per_class, cfg.cap_seed, problems)
+    test = _index_split(layout, cfg.test_split, rows[cfg.test_split], labels,
+                        cfg.max_test_clips_per_class, cfg.cap_seed, problems)
+    per_class = Counter(c.category for c in train)
+    for name in classes:
+        if not per_class[name]:
+            problems.add(train_dir / name, "empty_class", "no training clips on disk")
+    return DatasetIndex(root, version, classes, train, test, problems)
