@@ -119,26 +119,49 @@ def find_layout(root: Path, splits: tuple[str, ...]) -> Layout:
 
 
 def read_categories(path: Path, problems: ProblemLog) -> list[str]:
-    """Read ``moments_categories.txt`` (rows ``name,index`` or ``name``) in index order."""
-    rows: list[tuple[int, str]] = []
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            cells = [c.strip() for c in row]
-            if not cells or not cells[0]:
+    """Read ``moments_categories.txt``: rows ``name,index`` (MiT) or bare ``name``.
+
+    Rows are ordered by their index when every row has one, else kept in file order; a header
+    row is skipped. A malformed row (empty name, non-integer index) or a repeated name is recorded
+    in `problems` and skipped (the first occurrence wins).
+
+    Raises
+    ------
+    InputError
+        When the file is missing or unreadable.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"categories file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"categories file {path}: unreadable ({exc})") from None
+    rows: list[tuple[int | None, str]] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        name, index = cells[0], None
+        if len(cells) > 1 and cells[1]:
+            try:
+                index = int(cells[1])
+            except ValueError:
+                if not rows and lineno == 1:  # a header such as "name,index"
+                    continue
+                problems.add(path, "bad_row", f"line {lineno}: index {cells[1]!r}")
                 continue
-            if len(cells) >= 2 and cells[1]:
-                try:
-                    rows.append((int(cells[1]), cells[0]))
-                except ValueError:
-                    if lineno > 1:  # a header row is fine, anything later is a bad row
-                        problems.add(f"{path}:{lineno}", "bad_row", f"index {cells[1]!r}")
-                continue
-            rows.append((len(rows), cells[0]))
-    names = [name for _, name in sorted(rows)]
-    for name, count in Counter(names).items():
-        if count > 1:
-            problems.add(path, "duplicate_category", name)
-    return list(dict.fromkeys(names))
+        if not name.strip(" _-+/"):
+            problems.add(path, "bad_row", f"line {lineno}: empty category name")
+            continue
+        if name in seen:
+            problems.add(path, "duplicate", f"line {lineno}: {name!r} repeated")
+            continue
+        seen.add(name)
+        rows.append((index, name))
+    if all(i is not None for i, _ in rows):
+        rows.sort(key=lambda r: (r[0], r[1]))
+    return [name for _, name in rows]
 
 
 def _clean_relpath(raw: str, split: str) -> str | None:

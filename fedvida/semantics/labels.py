@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from fedvida.config import Config
+from fedvida.data.mit import read_categories
 from fedvida.errors import InputError, ProblemLog
 from fedvida.resources import mit_v1_categories
 
@@ -24,53 +25,17 @@ def normalise_action(name: str) -> str:
 
 
 def read_categories_file(path: Path, problems: ProblemLog | None = None) -> list[str]:
-    """Read a categories file: rows ``name,index`` (MiT) or bare ``name``; a header is skipped.
-
-    Rows ordered by their index when every row has one, else in file order. A malformed row
-    (empty name, non-integer index) or a repeated name is recorded in `problems` and skipped.
+    """Read a categories file with the dataset loader's reader; an empty one is an error.
 
     Raises
     ------
     InputError
         When the file is missing or unreadable or holds no usable row.
     """
-    log = problems if problems is not None else ProblemLog()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"categories file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"categories file {path}: unreadable ({exc})") from None
-    rows: list[tuple[int | None, str]] = []
-    seen: set[str] = set()
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = [f.strip() for f in line.split(",")]
-        name = fields[0]
-        index: int | None = None
-        if len(fields) > 1 and fields[1]:
-            try:
-                index = int(fields[1])
-            except ValueError:
-                if not rows and lineno == 1:  # a header such as "name,index"
-                    continue
-                log.add(path, "bad_row", f"line {lineno}: index '{fields[1]}' is not an integer")
-                continue
-        if not name or not normalise_action(name):
-            log.add(path, "bad_row", f"line {lineno}: empty category name")
-            continue
-        if name in seen:
-            log.add(path, "duplicate", f"line {lineno}: '{name}' repeated")
-            continue
-        seen.add(name)
-        rows.append((index, name))
-    if not rows:
+    names = read_categories(path, problems if problems is not None else ProblemLog())
+    if not names:
         raise InputError(f"categories file {path}: no category rows")
-    indices = [i for i, _ in rows]
-    if None not in indices:
-        rows.sort(key=lambda r: (r[0], r[1]))
-    return [name for _, name in rows]
+    return names
 
 
 def resolve_actions(
