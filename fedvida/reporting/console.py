@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +22,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-console = Console(highlight=False)
+# Piped output (logs, CI) gets 120 columns instead of rich's 80 unless COLUMNS says otherwise.
+_PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+console = Console(highlight=False, width=_PIPED_WIDTH)
 
 
 def print_table(
