@@ -1,0 +1,131 @@
+"""`fedvida deploy`: TLS certificates, node keys, SuperLink, SuperNodes and `flwr run` over gRPC.
+
+Secure by default (TLS + SuperNode authentication); ``--insecure`` turns both off explicitly.
+Each ``superlink`` / ``supernode`` / ``run`` action runs the Flower command in the foreground
+(``--print`` only prints it), with the project-local ``FLWR_HOME`` and no run-time installs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from fedvida.commands import add_config_args
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("deploy", help="run the federation over gRPC (SuperLink + SuperNodes)")
+    dsub = p.add_subparsers(dest="deploy_command", required=True, metavar="ACTION")
+
+    certs = dsub.add_parser("certs", help="create a CA, the SuperLink certificate and node keys")
+    certs.add_argument("--out", type=Path, default=Path("work/certs"))
+    certs.add_argument("--host", action="append", default=[],
+                       help="extra SAN (IP or DNS name) besides 127.0.0.1 and localhost")
+    certs.add_argument("--nodes", type=int, default=2, help="SuperNode key pairs to create")
+    certs.set_defaults(handler=_certs)
+
+    link = dsub.add_parser("superlink", help="start a SuperLink (TLS + node auth by default)")
+    _security(link)
+    link.add_argument("--host", default="127.0.0.1", help="Control/Runtime API host")
+    link.add_argument("--port", type=int, default=8000, help="Control/Runtime API port")
+    link.add_argument("--fleet", default="127.0.0.1:9092", help="Fleet API (gRPC) address")
+    link.add_argument("--connection", default="fedvida",
+                      help="name of the flwr connection written to $FLWR_HOME/config.toml")
+    link.set_defaults(handler=_superlink)
+
+    node = dsub.add_parser("supernode", help="start a SuperNode for one partition")
+    _security(node)
+    node.add_argument("--partition", type=int, required=True, help="plan partition id K")
+    node.add_argument("--data", type=Path, default=None,
+                      help="this node's data folder (plan.json, cache/, dictionary/)")
+    node.add_argument("--superlink", default="127.0.0.1:9092", help="Fleet API address")
+    node.add_argument("--port", type=int, default=None, help="ClientAppIo port (9094 + K)")
+    node.add_argument("--key", type=Path, default=None,
+                      help="auth private key (default: CERTS/node_K.key)")
+    node.set_defaults(handler=_supernode)
+
+    reg = dsub.add_parser("register", help="register SuperNode public keys with the SuperLink")
+    reg.add_argument("keys", type=Path, nargs="+", help="node_K.pub files")
+    reg.add_argument("--connection", default="fedvida")
+    reg.set_defaults(handler=_register)
+
+    run = dsub.add_parser("run", help="`flwr run` this app on the SuperLink")
+    add_config_args(run)
+    run.add_argument("--connection", default="fedvida")
+    run.set_defaults(handler=_run)
+    for q in (link, node, reg, run):
+        q.add_argument("--print", dest="print_only", action="store_true",
+                       help="print the command instead of running it")
+
+
+def _security(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--certs", type=Path, default=Path("work/certs"),
+                   help="folder written by `fedvida deploy certs`")
+    p.add_argument("--insecure", action="store_true",
+                   help="no TLS and no node authentication (explicit opt-out)")
+
+
+def _exec(cmd: list[str], print_only: bool) -> int:
+    from fedvida.federation.deploy import shell
+    from fedvida.federation.runner import flower_environment
+    from fedvida.reporting.console import console
+
+    console.print(shell(cmd), soft_wrap=True)
+    if print_only:
+        return 0
+    flower_environment()
+    return subprocess.call(cmd, env=os.environ.copy())
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from fedvida.federation.deploy import DEFAULT_HOSTS, write_certificates, write_node_keys
+    from fedvida.reporting.console import console
+
+    files = write_certificates(args.out, (*DEFAULT_HOSTS, *args.host))
+    keys = write_node_keys(args.out, args.nodes)
+    console.print(f"CA {files.ca_cert}, SuperLink cert {files.server_cert} "
+                  f"(SAN {', '.join((*DEFAULT_HOSTS, *args.host))}), {len(keys)} node key pairs")
+    return 0
+
+
+def _superlink(args: argparse.Namespace) -> int:
+    from fedvida.federation.deploy import superlink_command, write_connection
+    from fedvida.federation.runner import flower_environment
+
+    home = Path(flower_environment()["FLWR_HOME"])
+    write_connection(home, args.connection, f"{args.host}:{args.port}",
+                     None if args.insecure else args.certs / "ca.crt")
+    cmd = superlink_command(None if args.insecure else args.certs, host=args.host,
+                            control_port=args.port, fleet=args.fleet)
+    return _exec(cmd, args.print_only)
+
+
+def _supernode(args: argparse.Namespace) -> int:
+    from fedvida.federation.deploy import supernode_command
+
+    key = None if args.insecure else (args.key or args.certs / f"node_{args.partition}.key")
+    cmd = supernode_command(
+        args.partition, superlink=args.superlink, port=args.port or 9094 + args.partition,
+        data_dir=args.data, ca_cert=None if args.insecure else args.certs / "ca.crt",
+        auth_key=key,
+    )
+    return _exec(cmd, args.print_only)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from fedvida.federation.deploy import register_command
+
+    code = 0
+    for key in args.keys:
+        code = code or _exec(register_command(key, args.connection), args.print_only)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fedvida.federation.deploy import run_command
+
+    config = Path(args.config or "configs/default.yaml").resolve()
+    return _exec(run_command(args.connection, config, args.overrides), args.print_only)

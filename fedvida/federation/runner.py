@@ -1,0 +1,253 @@
+"""Launch a federation as a Flower simulation (Ray backend) and collect its results.
+
+`run_federated` is the Python entry point (`fedvida simulate` and `fedvida run` call it). It
+writes the resolved config into ``runs/<name>/config.yaml``, points the ServerApp at it through
+``FEDVIDA_CONFIG_PATH`` (``run_simulation`` gives apps an empty run_config), and starts
+``flwr.simulation.run_simulation`` with the apps named in pyproject.toml
+(``server.server_app:app``, ``clients.client_app:app``), loaded by reference as Flower does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from fedvida.config import Config, load_config
+from fedvida.errors import ConfigError, FedvidaError
+from fedvida.federation.settings import ENV_CONFIG, ENV_OVERRIDES
+from fedvida.reporting.runlog import RunLog, final_metrics
+
+SERVER_APP = "server.server_app:app"
+CLIENT_APP = "clients.client_app:app"
+
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+def flower_environment(flwr_home: Path | None = None) -> dict[str, str]:
+    """Set (and return) the environment every Flower process of fedvida runs with.
+
+    No telemetry, no update check, no run-time dependency installation, and a project-local
+    ``FLWR_HOME`` (``.flwr`` in the working directory unless already set).
+    """
+    env = dict(FLOWER_ENV)
+    env["FLWR_HOME"] = str(flwr_home or os.environ.get("FLWR_HOME") or Path(".flwr").resolve())
+    os.environ.update(env)
+    Path(env["FLWR_HOME"]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def load_component(ref: str) -> Any:
+    """Import ``"module:attr"`` (a Flower app component) and return the attribute."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def backend_config(cfg: Config) -> dict[str, Any]:
+    """Ray backend settings: CPUs for Ray, per-client CPUs / (fractional) GPUs, quiet logs."""
+    fed = cfg.federation
+    init: dict[str, Any] = {
+        "num_cpus": fed.ray_num_cpus or os.cpu_count() or 1,
+        "logging_level": "WARNING",
+        "log_to_driver": True,
+        "include_dashboard": False,
+    }
+    if fed.num_gpus_per_client == 0:
+        init["num_gpus"] = 0
+    return {
+        "client_resources": {"num_cpus": fed.num_cpus_per_client,
+                             "num_gpus": fed.num_gpus_per_client},
+        "init_args": init,
+    }
+
+
+def simulate_config(
+    config_path: Path, num_clients: int, cfg: Config, overrides: str = "", verbose: bool = False
+) -> None:
+    """Run ``run_simulation`` for the config file at ``config_path`` and shut Ray down after.
+
+    ``overrides`` (``a.b=v;c=w``) reach the ServerApp through ``FEDVIDA_OVERRIDES``.
+    """
+    from flwr.simulation import run_simulation
+
+    flower_environment()
+    os.environ[ENV_CONFIG] = str(config_path)
+    os.environ[ENV_OVERRIDES] = overrides
+    if not verbose:
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+    watch = ChildWatch()
+    watch.start()
+    try:
+        run_simulation(
+            server_app=load_component(SERVER_APP),
+            client_app=load_component(CLIENT_APP),
+            num_supernodes=num_clients,
+            backend_name="ray",
+            backend_config=backend_config(cfg),
+            verbose_logging=verbose,
+        )
+    finally:
+        shutdown_ray()
+        watch.stop_and_reap()
+
+
+def shutdown_ray() -> None:
+    """Stop Ray if this process started it (Flower already does on a clean exit)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+class ChildWatch(threading.Thread):
+    """Remembers every Ray process started during a simulation (raylet, GCS, workers, actors)
+    and makes sure none outlives it: after ``ray.shutdown()`` they get ``grace`` seconds to
+    exit, then SIGTERM, then SIGKILL, each by its own pid.
+
+    Ray re-parents its workers to init, so they are found by a token placed in this process's
+    environment (which every Ray process inherits), not by parentage: processes of other runs
+    are never touched.
+    """
+
+    TOKEN_VAR = "FEDVIDA_SIMULATION_TOKEN"
+    NAMES = ("ray::", "raylet", "gcs_server", "ray/", "default_worker")
+
+    def __init__(self, interval: float = 0.5, grace: float = 20.0) -> None:
+        super().__init__(daemon=True, name="fedvida-childwatch")
+        self.interval, self.grace = interval, grace
+        self.seen: dict[int, float] = {}  # pid -> create_time (guards against pid reuse)
+        self._stop_event = threading.Event()
+        self.token = uuid.uuid4().hex
+        self.started = time.time()
+        os.environ[self.TOKEN_VAR] = self.token
+
+    def _scan(self) -> None:
+        for proc in psutil.process_iter(["name", "cmdline", "create_time"]):
+            info = proc.info
+            if proc.pid in self.seen or (info["create_time"] or 0) < self.started - 1:
+                continue
+            text = " ".join([info["name"] or "", *(info["cmdline"] or [])])
+            if not any(n in text for n in self.NAMES):
+                continue
+            with contextlib.suppress(psutil.Error):
+                if proc.environ().get(self.TOKEN_VAR) == self.token:
+                    self.seen[proc.pid] = info["create_time"]
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            with contextlib.suppress(psutil.Error):
+                self._scan()
+            self._stop_event.wait(self.interval)
+
+    def alive(self) -> list[psutil.Process]:
+        """Remembered processes that still run."""
+        out = []
+        for pid, created in self.seen.items():
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                    out.append(proc)
+        return out
+
+    def stop_and_reap(self) -> list[int]:
+        """Stop watching; wait for, then terminate, survivors. Returns pids that had to be ended."""
+        self._stop_event.set()
+        self.join(timeout=5)
+        with contextlib.suppress(psutil.Error):
+            self._scan()
+        os.environ.pop(self.TOKEN_VAR, None)
+        deadline = time.monotonic() + self.grace
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        ended = [p.pid for p in self.alive()]
+        for sig_proc in self.alive():
+            with contextlib.suppress(psutil.Error):
+                sig_proc.terminate()
+        _, left = psutil.wait_procs(self.alive(), timeout=5)
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(left, timeout=5)
+        if ended:
+            logging.getLogger("fedvida.runner").warning(
+                "ended %d Ray process(es) still running %gs after shutdown", len(ended), self.grace)
+        return ended
+
+
+def prepare_run(
+    cfg: Config, methods: list[str], name: str, resume: Path | None
+) -> tuple[Config, Path]:
+    """Resolve the config of a new run (or reload a resumed one) and write its config.yaml."""
+    if resume is not None:
+        folder = Path(resume)
+        saved = folder / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {folder}: no config.yaml (not a fedvida run folder)")
+        run_cfg = load_config(saved)
+        run_cfg.name = folder.name
+        run_cfg.train.runs_dir = folder.parent
+        return run_cfg, folder
+    if not name or "/" in name or name in {".", ".."}:
+        raise ConfigError(f"--name {name!r}: expected a plain folder name")
+    run_cfg = cfg.model_copy(deep=True)
+    run_cfg.name = name
+    run_cfg.federation.methods = list(methods)  # type: ignore[arg-type]
+    folder = Path(run_cfg.train.runs_dir) / name
+    if (folder / "metrics.jsonl").exists() or (folder / "checkpoints").exists():
+        raise FedvidaError(f"run folder {folder} exists: continue it with --resume {folder} "
+                           "or choose another --name")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(run_cfg.to_yaml())
+    return run_cfg, folder
+
+
+def run_federated(
+    cfg: Config, methods: list[str], name: str, resume: Path | None = None, verbose: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Train ``methods`` federated in a Flower simulation; returns final metrics per method.
+
+    Parameters
+    ----------
+    cfg
+        The resolved config (plan, features cache and dictionary must exist).
+    methods
+        Methods to train one after another in the same federation (one Ray start).
+    name
+        Run folder name under ``train.runs_dir``.
+    resume
+        A run folder to continue from its checkpoints with its saved config (``cfg``,
+        ``methods`` and ``name`` are then ignored); finished methods are not rerun.
+
+    Returns
+    -------
+    dict
+        ``{method: {"top1", "macro_f1", ..., "rounds", "seconds", "bytes_down", "bytes_up"}}``.
+    """
+    from fedvida.data.partition import Plan
+
+    run_cfg, folder = prepare_run(cfg, methods, name, resume)
+    plan = Plan.load(Path(run_cfg.partition.plan))
+    where = f"name={run_cfg.name};train.runs_dir={run_cfg.train.runs_dir}"
+    simulate_config(folder / "config.yaml", plan.num_clients, run_cfg, where, verbose=verbose)
+    log = RunLog(folder)
+    wanted = run_cfg.federation.method_list(run_cfg.train.method)
+    results = {m: final_metrics(log.rounds(m)) for m in wanted}
+    missing = [m for m, r in results.items() if r.get("rounds", 0) < run_cfg.federation.rounds]
+    if missing:
+        raise FedvidaError(f"federation ended early for {missing}; see {folder} (resume with "
+                           f"--resume {folder})")
+    return results

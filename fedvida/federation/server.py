@@ -1,0 +1,206 @@
+"""Server side of a federation: discover nodes, run every method's rounds, log, checkpoint, report.
+
+`serve` is what `server/server_app.py` calls, in simulation and in deployment alike. For each
+method it starts from the newest checkpoint in ``runs/<name>/checkpoints/<method>/`` when there
+is one (that is how a resume continues), runs the remaining rounds and appends one line per
+round to ``metrics.jsonl``; at the end it writes ``report.md`` with plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedvida.config import Config
+from fedvida.errors import FedvidaError
+from fedvida.federation import records as R
+from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint, save_checkpoint
+from fedvida.federation.metering import Traffic
+from fedvida.federation.rounds import RoundOutcome, exchange, run_round
+from fedvida.federation.settings import run_dir
+from fedvida.federation.strategy import make_strategy
+from fedvida.reporting.runlog import RunLog, final_metrics, write_report
+
+_log = logging.getLogger("fedvida.server")
+RoundHook = Callable[[dict[str, Any]], None]
+
+
+def discover(grid: Grid, expected: int, timeout: float, minimum: int = 1,
+             settle: float = 10.0) -> dict[int, int]:
+    """Ask every connected node for its partition id; returns ``node_id -> partition``.
+
+    Waits up to ``timeout`` seconds for ``expected`` nodes (the plan's clients) to connect, or
+    goes on once at least ``minimum`` are connected and none joined for ``settle`` seconds (a
+    deployment may run fewer SuperNodes than the plan has clients). A node that does not answer,
+    answers twice for one partition, or names a partition outside the plan is left out (logged).
+    """
+    start = time.monotonic()
+    count, changed = -1, start
+    while time.monotonic() - start < timeout:
+        now = len(list(grid.get_node_ids()))
+        if now != count:
+            count, changed = now, time.monotonic()
+        if count >= expected or (count >= minimum and time.monotonic() - changed >= settle):
+            break
+        time.sleep(0.5)
+    nodes = sorted(grid.get_node_ids())
+    msgs = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+    result = exchange(grid, msgs, {}, timeout)
+    mapping: dict[int, int] = {}
+    for reply in result.replies:
+        if reply.has_error():
+            _log.warning("node %s did not identify: %s", reply.metadata.src_node_id,
+                         reply.error.reason)
+            continue
+        part = int(next(iter(reply.content.metric_records.values()))["partition-id"])  # type: ignore[arg-type]
+        if not 0 <= part < expected or part in mapping.values():
+            _log.warning("node %s claims partition %s: ignored", reply.metadata.src_node_id, part)
+            continue
+        mapping[reply.metadata.src_node_id] = part
+    return mapping
+
+
+def dictionary_digest(cfg: Config) -> str:
+    """Digest of the dictionary artifact the clients must hold (``""`` when there is none)."""
+    path = Path(cfg.dictionary.out)
+    if not (path / "manifest.json").is_file():
+        return ""
+    from fedvida.semantics.dictionary import SemanticDictionary
+
+    return SemanticDictionary.load(path).digest
+
+
+class ServerEvaluator:
+    """Evaluates global arrays on the test split (the plan's ``"test"`` partition)."""
+
+    def __init__(self, cfg: Config, digest: str) -> None:
+        from fedvida.federation.client import dictionary_for, local_features
+        from fedvida.models.container import FeatureDims
+
+        self.plan, self.test = local_features(cfg, "test")
+        self.dims = FeatureDims.from_features(self.test, len(self.plan.classes))
+        self.dictionary = dictionary_for(cfg, digest)
+
+    def initial_state(self, cfg: Config) -> dict[str, np.ndarray]:
+        """The shared parts of a freshly built model (seeded by ``train.seed``)."""
+        from fedvida.models.container import build_model, select_state
+
+        model = build_model(cfg, self.dims)
+        shared = select_state(model, cfg.federation.shared_prefixes)
+        return {k: v.numpy() for k, v in shared.items()}
+
+    def __call__(self, cfg: Config, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        import torch
+
+        from fedvida.models.container import build_model, load_state
+        from fedvida.training.local import evaluate
+
+        model = build_model(cfg, self.dims)
+        load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+        return {k: float(v) for k, v in evaluate(model, self.test, cfg, self.dictionary).items()}
+
+
+def serve(grid: Grid, cfg: Config, on_round: RoundHook | None = None) -> dict[str, dict[str, Any]]:
+    """Run every method of ``cfg`` federated on ``grid``; returns final metrics per method.
+
+    Parameters
+    ----------
+    grid
+        The Flower grid of the ServerApp.
+    cfg
+        The resolved config (its ``name`` and ``train.runs_dir`` give the run folder).
+    on_round
+        Called with each round's log line (live progress).
+    """
+    folder = run_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "config.yaml").is_file():
+        (folder / "config.yaml").write_text(cfg.to_yaml())
+    digest = dictionary_digest(cfg)
+    evaluator = ServerEvaluator(cfg, digest)
+    num_clients = evaluator.plan.num_clients
+    nodes = discover(grid, num_clients, cfg.federation.client_timeout_s,
+                     minimum=min(cfg.federation.min_train_clients, num_clients))
+    if len(nodes) < min(cfg.federation.min_train_clients, num_clients):
+        raise FedvidaError(f"only {len(nodes)} node(s) identified; federation.min_train_clients "
+                           f"is {cfg.federation.min_train_clients}")
+    log = RunLog(folder)
+    results: dict[str, dict[str, Any]] = {}
+    for method in cfg.federation.method_list(cfg.train.method):
+        mcfg = cfg.model_copy(deep=True)
+        mcfg.train.method = method  # type: ignore[assignment]
+        run_method(grid, mcfg, nodes, evaluator, digest, log, on_round)
+        results[method] = final_metrics(log.rounds(method))
+    write_report(folder, cfg.name)
+    return results
+
+
+def run_method(
+    grid: Grid, cfg: Config, nodes: dict[int, int], evaluator: ServerEvaluator, digest: str,
+    log: RunLog, on_round: RoundHook | None,
+) -> None:
+    """The rounds of one method, continuing from its newest checkpoint if there is one."""
+    fed, method = cfg.federation, cfg.train.method
+    folder = checkpoint_dir(log.run_dir, method)
+    strategy = make_strategy(cfg, len(nodes))
+    strategy.setup_nodes(nodes, cfg.train.seed)
+    arrays = evaluator.initial_state(cfg)
+    start = 1
+    ckpt = latest_checkpoint(folder)
+    if ckpt is not None:
+        arrays, start = ckpt.model, ckpt.server_round + 1
+        strategy.load_state_arrays(ckpt.strategy_state)
+    log.truncate(method, start - 1)
+    record = R.numpy_to_arrays(arrays)
+    base = {R.CFG_METHOD: method, R.CFG_EPOCHS: fed.local_epochs, R.CFG_DIGEST: digest,
+            R.CFG_YAML: cfg.to_yaml()}
+    minimum = min(fed.min_train_clients, len(nodes))
+    for rnd in range(start, fed.rounds + 1):
+        t0 = time.perf_counter()
+        outcome = run_round(strategy, grid, rnd, record, ConfigRecord(dict(base)),
+                            ConfigRecord(dict(base)), fed.client_timeout_s, minimum)
+        record = outcome.arrays
+        current = R.arrays_to_numpy(record)
+        server: dict[str, float] = {}
+        e0 = time.perf_counter()
+        if rnd % fed.eval_every == 0 or rnd == fed.rounds:
+            server = evaluator(cfg, current)
+        eval_seconds = time.perf_counter() - e0
+        save_checkpoint(folder, rnd, method, fed.strategy, current, strategy.state_arrays(),
+                        fed.keep_checkpoints)
+        line = round_line(method, rnd, outcome, server, time.perf_counter() - t0, eval_seconds)
+        log.append(line)
+        if on_round is not None:
+            on_round({**line, "rounds": fed.rounds})
+
+
+def round_line(method: str, rnd: int, out: RoundOutcome, server: dict[str, float],
+               seconds: float, eval_seconds: float) -> dict[str, Any]:
+    """The ``metrics.jsonl`` line of one round."""
+    traffic = Traffic()
+    traffic.merge(out.train.traffic)
+    if out.evaluate is not None:
+        traffic.merge(out.evaluate.traffic)
+    line: dict[str, Any] = {
+        "method": method, "round": rnd, "seconds": seconds, "eval_seconds": eval_seconds,
+        "exchange_seconds": out.train.seconds,
+        "train_seconds": float(sum(c.get("fit-seconds", 0.0)
+                                   for c in out.train.per_client.values())),
+        "bytes_down": traffic.down, "bytes_up": traffic.up,
+        "messages_down": traffic.messages_down, "messages_up": traffic.messages_up,
+        "sampled": out.train.traffic.messages_down,
+        "bytes_down_train": out.train.traffic.down, "bytes_up_train": out.train.traffic.up,
+        "succeeded": len(out.train.per_client), "aggregated": out.aggregated,
+        "failures": out.train.failures, "train": out.train_metrics, "server": server,
+        "clients": {str(k): v for k, v in out.train.per_client.items()},
+    }
+    if out.evaluate is not None:
+        line["client_eval"] = out.evaluate_metrics
+    return line

@@ -1,0 +1,136 @@
+"""The run folder's metric log (``metrics.jsonl``: one JSON object per method and round) and
+the ``report.md`` written from it.
+
+Each line holds ``method``, ``round``, ``seconds`` (wall time of the round), ``train_seconds``
+(clients' own training time, summed), ``bytes_down`` / ``bytes_up`` (serialized messages),
+``sampled``, ``succeeded``, ``aggregated``, ``failures`` ([{partition, reason}]), ``train``
+(weighted client metrics, e.g. ``train_loss``), ``server`` (global model on the test split:
+``top1``, ``macro_f1``, ``top1_with_audio``, ``top1_without_audio``...), ``clients`` (per-client
+metrics keyed by partition id) and, when clients evaluate, ``client_eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+REPORT_FILE = "report.md"
+
+
+class RunLog:
+    """Append-only per-round log of a run folder (crash-safe: one flushed line per round)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / METRICS_FILE
+
+    def append(self, line: dict[str, Any]) -> None:
+        """Add one round's line and flush it to disk."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(line, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every complete line (a torn last line from a crash is skipped)."""
+        if not self.path.is_file():
+            return []
+        out = []
+        for text in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(text))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def truncate(self, method: str, after_round: int) -> None:
+        """Drop ``method``'s lines after ``after_round`` (rounds a resume will redo)."""
+        keep = [ln for ln in self.read()
+                if not (ln.get("method") == method and int(ln.get("round", 0)) > after_round)]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(ln, sort_keys=True) + "\n" for ln in keep))
+        os.replace(tmp, self.path)
+
+    def rounds(self, method: str) -> list[dict[str, Any]]:
+        """``method``'s lines in round order."""
+        return sorted((ln for ln in self.read() if ln.get("method") == method),
+                      key=lambda ln: int(ln["round"]))
+
+    def methods(self) -> list[str]:
+        """Methods in the order they first appear."""
+        return list(dict.fromkeys(str(ln["method"]) for ln in self.read()))
+
+
+def final_metrics(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summary of one method: last server metrics, round count, totals of time and bytes."""
+    if not lines:
+        return {}
+    evaluated = [ln for ln in lines if ln.get("server")]
+    last = evaluated[-1]["server"] if evaluated else {}
+    return {
+        **{k: v for k, v in last.items() if isinstance(v, int | float)},
+        "rounds": int(lines[-1]["round"]),
+        "seconds": float(sum(ln.get("seconds", 0.0) for ln in lines)),
+        "bytes_down": int(sum(ln.get("bytes_down", 0) for ln in lines)),
+        "bytes_up": int(sum(ln.get("bytes_up", 0) for ln in lines)),
+        "failures": int(sum(len(ln.get("failures", [])) for ln in lines)),
+        "train_loss": float(lines[-1].get("train", {}).get("train_loss", float("nan"))),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.2f}"
+
+
+def write_report(run_dir: Path, title: str | None = None) -> Path:
+    """Write ``report.md`` (final table, per-round tables, plots) from ``metrics.jsonl``."""
+    from fedvida.reporting.plots import plot_run
+
+    run_dir = Path(run_dir)
+    log = RunLog(run_dir)
+    methods = log.methods()
+    plots = plot_run(run_dir, {m: log.rounds(m) for m in methods})
+    cols = ["top1", "macro_f1", "top1_with_audio", "top1_without_audio"]
+    out = [f"# {title or run_dir.name}: federated run", ""]
+    out += ["Global model on the test split after the last round; bytes are serialized "
+            "messages summed over all rounds (down = server to clients).", ""]
+    out.append("| method | rounds | " + " | ".join(cols)
+               + " | train loss | MB down | MB up | seconds | failures |")
+    out.append("|---" * (len(cols) + 7) + "|")
+    for m in methods:
+        f = final_metrics(log.rounds(m))
+        out.append(f"| {m} | {f['rounds']} | " + " | ".join(_fmt(f.get(c, "-")) for c in cols)
+                   + f" | {_fmt(f['train_loss'])} | {_mb(f['bytes_down'])} | {_mb(f['bytes_up'])}"
+                   f" | {f['seconds']:.1f} | {f['failures']} |")
+    out.append("")
+    for name, path in plots.items():
+        out += [f"![{name}]({path.relative_to(run_dir).as_posix()})", ""]
+    for m in methods:
+        out += [f"## {m}", "", "| round | top1 | macro_f1 | train loss | clients ok | "
+                "MB down | MB up | seconds |", "|---|---|---|---|---|---|---|---|"]
+        for ln in log.rounds(m):
+            s = ln.get("server") or {}
+            out.append(
+                f"| {ln['round']} | {_fmt(s.get('top1', '-'))} | {_fmt(s.get('macro_f1', '-'))}"
+                f" | {_fmt(ln.get('train', {}).get('train_loss', '-'))}"
+                f" | {ln.get('succeeded', 0)}/{ln.get('sampled', 0)}"
+                f" | {_mb(ln.get('bytes_down', 0))} | {_mb(ln.get('bytes_up', 0))}"
+                f" | {ln.get('seconds', 0.0):.2f} |")
+        fails = [f for ln in log.rounds(m) for f in ln.get("failures", [])]
+        if fails:
+            out += ["", f"{len(fails)} client failure(s), e.g.: "
+                    + "; ".join(f"client {f['partition']}: {f['reason']}" for f in fails[:3])]
+        out.append("")
+    path = run_dir / REPORT_FILE
+    path.write_text("\n".join(out))
+    return path

@@ -1,0 +1,58 @@
+"""Fixture of the federation tests: the tiny demo, partitioned, extracted, with a dictionary.
+
+Built once per session with the real pipeline (plan -> EfficientNet-Lite0 / YAMNet features ->
+MiniLM dictionary); extraction dominates its cost, so every federated test shares it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedvida.config import Config, load_config
+
+FED_CLIENTS = 4
+
+
+def fed_sets(tiny_demo: Path, work: Path) -> list[str]:
+    """Config overrides that point every stage at ``work`` and keep the model small."""
+    return [
+        f"data.root={tiny_demo}",
+        f"partition.plan={work / 'plan.json'}",
+        f"extract.cache_dir={work / 'cache'}",
+        f"dictionary.out={work / 'dictionary'}",
+        f"train.runs_dir={work / 'runs'}",
+        f"partition.num_clients={FED_CLIENTS}",
+        "partition.scheme=iid",
+        "partition.min_clips_per_client=2",
+        "train.batch_size=8",
+        "model.hidden=32",
+        "model.visual_dim=32",
+        "federation.rounds=2",
+        "federation.local_epochs=1",
+        "federation.min_train_clients=2",
+        "federation.ray_num_cpus=2",
+    ]
+
+
+@pytest.fixture(scope="session")
+def fed_pipeline(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """A config whose plan, feature cache and dictionary exist (treat them as read-only)."""
+    from fedvida.data.mit import load_dataset
+    from fedvida.data.partition import make_plan
+    from fedvida.features.extract import Models, extract_partition
+    from fedvida.semantics import build_dictionary, load_sentence_embedder, resolve_actions
+
+    work = tmp_path_factory.mktemp("fed-work")
+    cfg = load_config(None, fed_sets(tiny_demo, work))
+    plan = make_plan(load_dataset(cfg.data), cfg.partition)
+    plan.save(cfg.partition.plan)
+    models = Models(cfg.extract)
+    for part in [*range(plan.num_clients), "test"]:
+        extract_partition(cfg, plan, part, models)
+    actions, _ = resolve_actions(cfg)
+    build_dictionary(actions, cfg.dictionary.out, embedder=load_sentence_embedder(
+        cfg.dictionary.model), action_template=cfg.dictionary.action_template,
+        audio_template=cfg.dictionary.audio_template, top_k=cfg.dictionary.top_k)
+    return cfg

@@ -1,0 +1,121 @@
+"""The same app over gRPC: a loopback SuperLink and two SuperNodes, TLS and node authentication.
+
+Certificates and node keys are generated in the test; the run goes through `flwr run . <conn>
+--stream` with the connection in a test FLWR_HOME, exactly as documented in docs/deployment.md.
+Each message starts a fresh `flwr-clientapp` process (torch import): two rounds, one method.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from fedvida.config import Config
+from fedvida.federation.deploy import (
+    register_command,
+    run_command,
+    superlink_command,
+    supernode_command,
+    write_certificates,
+    write_connection,
+    write_node_keys,
+)
+from fedvida.federation.runner import FLOWER_ENV
+from fedvida.reporting.runlog import RunLog
+
+pytestmark = pytest.mark.slow
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(path: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"'{text}' not in {path} after {timeout}s:\n{path.read_text()[-2000:]}")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:  # SuperNodes first, then the SuperLink (started first)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_two_supernodes_over_grpc_with_tls_and_node_auth(
+    fed_pipeline: Config, tmp_path: Path
+) -> None:
+    # Arrange: certificates, node keys, the flwr connection, free ports
+    certs = write_certificates(tmp_path / "certs")
+    keys = write_node_keys(tmp_path / "certs", 2)
+    home = tmp_path / "flwr"
+    control, fleet = _free_port(), _free_port()
+    write_connection(home, "fedvida", f"127.0.0.1:{control}", certs.ca_cert)
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(home)}
+    cfg = fed_pipeline.model_copy(deep=True)
+    cfg.name, cfg.train.runs_dir = "deployed", tmp_path / "runs"
+    cfg.federation.methods = ["gt_audio"]  # type: ignore[list-item]
+    cfg.federation.client_timeout_s = 240
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(cfg.to_yaml())
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(cmd: list[str], log: Path) -> None:
+        procs.insert(0, subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log.open("wb"),
+                                         stderr=subprocess.STDOUT, start_new_session=True))
+
+    try:
+        link_log = tmp_path / "superlink.log"
+        start(superlink_command(certs.ca_cert.parent, control_port=control,
+                                fleet=f"127.0.0.1:{fleet}"), link_log)
+        _wait_for(link_log, "Starting Fleet API", 60)
+        # The Fleet API speaks gRPC over TLS: a channel verifying our CA becomes ready (TLS +
+        # HTTP/2 handshake), a plaintext channel to the same port does not.
+        ca = certs.ca_cert.read_bytes()
+        with grpc.secure_channel(f"127.0.0.1:{fleet}", grpc.ssl_channel_credentials(ca)) as ch:
+            grpc.channel_ready_future(ch).result(timeout=20)
+        with grpc.insecure_channel(f"127.0.0.1:{fleet}") as ch, pytest.raises(
+                grpc.FutureTimeoutError):
+            grpc.channel_ready_future(ch).result(timeout=3)
+        for _, public in keys:
+            done = subprocess.run(register_command(public, "fedvida"), cwd=PROJECT, env=env,
+                                  capture_output=True, text=True, timeout=60)
+            assert "registered successfully" in done.stdout, done.stdout + done.stderr
+        for k, (private, _) in enumerate(keys):
+            start(supernode_command(k, superlink=f"127.0.0.1:{fleet}", port=_free_port(),
+                                    data_dir=cfg.partition.plan.parent, ca_cert=certs.ca_cert,
+                                    auth_key=private), tmp_path / f"supernode{k}.log")
+        # Act: flwr run with the config path, streaming the ServerApp's log
+        run = subprocess.run(run_command("fedvida", config_path, app_dir=PROJECT), cwd=PROJECT,
+                             env=env, capture_output=True, text=True, timeout=480)
+    finally:
+        _stop(procs)
+    # Assert: two aggregated rounds with both SuperNodes, metered, reported
+    lines = RunLog(tmp_path / "runs" / "deployed").read()
+    assert [ln["round"] for ln in lines] == [1, 2], run.stdout[-3000:] + run.stderr[-2000:]
+    for ln in lines:
+        assert ln["aggregated"] and ln["succeeded"] == 2 and ln["failures"] == []
+        assert ln["bytes_down"] > 0 and ln["bytes_up"] > 0
+        assert 0.0 <= ln["server"]["top1"] <= 1.0
+    assert "gt_audio round 2/2" in run.stdout
+    assert (tmp_path / "runs" / "deployed" / "report.md").is_file()
+    assert all(proc.poll() is not None for proc in procs)

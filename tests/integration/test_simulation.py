@@ -1,0 +1,201 @@
+"""Federated training in Flower's simulation engine (Ray) on real demo features.
+
+Real pipeline (tiny demo -> plan -> features -> dictionary, see conftest.py), the real
+ClientApp/ServerApp, Ray with 2 CPUs. Checks the run folder, byte counts, identical results
+after a resume, fault tolerance, the privacy boundary, and that no Ray process survives.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
+
+from fedvida.config import Config
+from fedvida.data.partition import Plan
+from fedvida.errors import InputError
+from fedvida.federation import client as fc
+from fedvida.federation.checkpoints import checkpoint_dir, load_checkpoint
+from fedvida.federation.records import check_reply
+from fedvida.federation.runner import ChildWatch, backend_config, flower_environment, run_federated
+from fedvida.federation.server import serve
+from fedvida.reporting.runlog import RunLog
+
+pytestmark = pytest.mark.slow
+
+
+def ray_leftovers() -> list[str]:
+    """Command lines of Ray processes still running on this machine."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:  # exited, awaiting its parent
+            continue
+        text = " ".join([proc.info["name"] or "", *(proc.info["cmdline"] or [])])
+        if "ray::" in text or "raylet" in text or "gcs_server" in text:
+            found.append(text[:120])
+    return found
+
+
+def _cfg(base: Config, runs: Path, **fed: Any) -> Config:
+    cfg = base.model_copy(deep=True)
+    cfg.train.runs_dir = runs
+    for key, value in fed.items():
+        setattr(cfg.federation, key, value)
+    return cfg
+
+
+def test_simulation_writes_a_run_folder_and_resumes_identically(
+    fed_pipeline: Config, tmp_path: Path
+) -> None:
+    # Arrange: 4 clients, half of them per round (seeded sampling), two methods
+    cfg = _cfg(fed_pipeline, tmp_path / "runs", fraction_train=0.5)
+    # Act
+    results = run_federated(cfg, ["video_only", "gt_audio"], "full")
+    # Assert: final metrics, one line per method and round, checkpoints, report
+    assert list(results) == ["video_only", "gt_audio"]
+    for res in results.values():
+        assert res["rounds"] == 2 and 0.0 <= res["top1"] <= 1.0 and res["failures"] == 0
+    folder = tmp_path / "runs" / "full"
+    lines = RunLog(folder).read()
+    assert [(ln["method"], ln["round"]) for ln in lines] == [
+        ("video_only", 1), ("video_only", 2), ("gt_audio", 1), ("gt_audio", 2)]
+    ckpt = load_checkpoint(checkpoint_dir(folder, "gt_audio") / "round_0002.safetensors")
+    model_bytes = sum(a.nbytes for a in ckpt.model.values())
+    for ln in lines:
+        assert ln["sampled"] == ln["succeeded"] == 2 and ln["aggregated"]
+        assert {"top1", "macro_f1", "top1_with_audio", "top1_without_audio"} <= set(ln["server"])
+        assert np.isfinite(ln["train"]["train_loss"])
+        # two messages each way, each the model (identical arrays, e.g. zero biases, travel
+        # once) plus the config and record structure
+        assert 1.9 * model_bytes < ln["bytes_down"] < 2 * model_bytes + 60_000
+        assert 1.9 * model_bytes < ln["bytes_up"] < 2 * model_bytes + 60_000
+    assert lines[0]["clients"].keys() == lines[2]["clients"].keys()  # same seeded sampling
+    assert (folder / "config.yaml").is_file() and (folder / "plots" / "accuracy.png").is_file()
+    report = (folder / "report.md").read_text()
+    assert "| video_only | 2 |" in report and "| gt_audio | 2 |" in report
+    assert ray_leftovers() == []
+
+    # Act: a copy "interrupted" after round 1 of gt_audio, resumed in a fresh simulation
+    resumed = tmp_path / "runs" / "resumed"
+    shutil.copytree(folder, resumed)
+    (checkpoint_dir(resumed, "gt_audio") / "round_0002.safetensors").unlink()
+    RunLog(resumed).truncate("gt_audio", 1)
+    again = run_federated(cfg, [], "", resume=resumed)
+    # Assert: identical model and metrics
+    redo = load_checkpoint(checkpoint_dir(resumed, "gt_audio") / "round_0002.safetensors")
+    for key, value in ckpt.model.items():
+        np.testing.assert_array_equal(redo.model[key], value)
+    assert again["gt_audio"]["top1"] == results["gt_audio"]["top1"]
+    last = RunLog(resumed).rounds("gt_audio")[-1]
+    assert last["server"] == lines[-1]["server"]
+    assert last["clients"].keys() == lines[-1]["clients"].keys()
+    assert ray_leftovers() == []
+
+
+# --- faults and the privacy boundary: the product handlers behind a test ClientApp -------------
+faulty_app = ClientApp()
+
+
+@faulty_app.train()
+def _train(msg: Message, context: Context) -> Message:
+    def broken(m: Message, c: Context) -> Message:
+        where = Path("/srv") / "clients" / "1" / "cache" / "shard_0003.npy"  # a private path
+        raise InputError(f"{where}: truncated")
+
+    handler = broken if int(context.node_config["partition-id"]) == 1 else fc.train
+    return fc.guarded(handler)(msg, context)
+
+
+@faulty_app.evaluate()
+def _evaluate(msg: Message, context: Context) -> Message:
+    return fc.guarded(fc.evaluate)(msg, context)
+
+
+@faulty_app.query()
+def _query(msg: Message, context: Context) -> Message:
+    return fc.guarded(fc.identify)(msg, context)
+
+
+class RecordingGrid:
+    """Passes everything to the real grid and keeps every message a client sent back."""
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+        self.sent: list[Message] = []
+        self.received: list[Message] = []
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        msgs = list(messages)
+        self.sent.extend(msgs)
+        return self.grid.push_messages(msgs)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        got = list(self.grid.pull_messages(message_ids))
+        self.received.extend(got)
+        return got
+
+
+def test_faulty_client_no_audio_client_and_privacy_boundary(
+    fed_pipeline: Config, tmp_path: Path
+) -> None:
+    # Arrange: client 0 has no audio at all, client 1 fails; clients also evaluate
+    cfg = _cfg(fed_pipeline, tmp_path / "runs", rounds=1, fraction_evaluate=1.0,
+               methods=["generated"])
+    cfg.name = "faults"
+    plan = Plan.load(fed_pipeline.partition.plan)
+    for clip in plan.clients[0]:
+        clip.withheld = True
+    cfg.partition.plan = tmp_path / "plan.json"
+    plan.save(cfg.partition.plan)
+    recording: list[RecordingGrid] = []
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        recording.append(RecordingGrid(grid))
+        serve(recording[0], cfg)  # type: ignore[arg-type]
+
+    flower_environment()
+    watch = ChildWatch()
+    watch.start()
+    # Act
+    try:
+        run_simulation(server_app=server_app, client_app=faulty_app, num_supernodes=4,
+                       backend_config=backend_config(cfg))  # type: ignore[arg-type]
+    finally:
+        watch.stop_and_reap()
+    # Assert: the round went on without client 1; client 0 trained without any audio
+    (line,) = RunLog(tmp_path / "runs" / "faults").read()
+    assert line["aggregated"] and sorted(line["clients"]) == ["0", "2", "3"]
+    (failure,) = line["failures"]
+    assert failure["partition"] == 1 and failure["reason"] == "InputError: <path>: truncated"
+    assert np.isfinite(line["clients"]["0"]["train_loss"])
+    assert line["client_eval"] and line["server"]
+    # Assert: every message a client sent holds shared model arrays and numbers only
+    grid = recording[0]
+    broadcast = next(m for m in grid.sent if m.metadata.message_type == "train")
+    shapes = {k: a.shape for k, a in broadcast.content["arrays"].items()}
+    assert len(grid.received) == 4 + 4 + 4  # query, train, evaluate replies
+    for reply in grid.received:
+        if reply.has_error():  # in simulation Ray adds a traceback of code, not of data
+            assert "/srv/clients" not in reply.error.reason
+            continue
+        assert check_reply(reply.content, shapes) == []
+        for record in reply.content.array_records.values():
+            assert {k: a.shape for k, a in record.items()} == shapes
+        text = json.dumps({k: dict(v) for k, v in reply.content.metric_records.items()})
+        assert "/" not in text
+    assert ray_leftovers() == []

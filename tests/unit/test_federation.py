@@ -1,0 +1,324 @@
+"""Unit tests of the federation layer without Ray: strategies, rounds, metering, checkpoints.
+
+Clients here are stand-in handlers (a small torch model trained on random arrays) behind an
+in-process grid, so that sampling, aggregation, faults, timeouts and resume can be checked in
+milliseconds. The real pipeline runs in tests/integration/test_simulation.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedvida.config import Config
+from fedvida.errors import ConfigError
+from fedvida.federation import records as R
+from fedvida.federation.checkpoints import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from fedvida.federation.client import client_seed, guarded
+from fedvida.federation.metering import message_bytes, object_tree_bytes
+from fedvida.federation.rounds import run_round
+from fedvida.federation.settings import localize, partition_of, split_overrides
+from fedvida.federation.strategy import make_strategy, sample_partitions
+from fedvida.reporting.runlog import RunLog, final_metrics, write_report
+
+Handler = Callable[[Message, Context], Message]
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    # what a ServerApp process has; needed to build Messages outside Flower
+    TaskIdentity.run_id = 7
+    TaskIdentity.node_id = 0
+    TaskIdentity.task_id = 1
+
+
+class LocalGrid:
+    """An in-process grid: every node runs a handler in a thread pool (2 workers)."""
+
+    def __init__(self, handlers: dict[int, Handler], seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.node_ids = [int(x) for x in rng.integers(1, 2**62, size=len(handlers))]
+        self.handlers = dict(zip(self.node_ids, handlers.values(), strict=True))
+        self.contexts = {
+            n: Context(run_id=7, node_id=n, node_config={"partition-id": p},
+                       state=RecordDict(), run_config={})
+            for n, p in zip(self.node_ids, handlers, strict=True)
+        }
+        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.futures: dict[str, Future[Message]] = {}
+        self.seen: list[Message] = []
+        self.lock = threading.Lock()
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            mid = str(uuid.uuid4())
+            msg.metadata.__dict__["_message_id"] = mid
+            node = msg.metadata.dst_node_id
+            self.futures[mid] = self.pool.submit(self._run, node, msg)
+            ids.append(mid)
+        return ids
+
+    def _run(self, node: int, msg: Message) -> Message:
+        try:
+            out = self.handlers[node](msg, self.contexts[node])
+        except Exception as exc:  # what Flower turns a raising ClientApp into
+            from flwr.app import Error
+
+            out = Message(Error(code=0, reason=f"{type(exc).__name__}:<'{exc}'>"), reply_to=msg)
+        with self.lock:
+            self.seen.append(out)
+        return out
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        done = [mid for mid in message_ids if mid in self.futures and self.futures[mid].done()]
+        return [self.futures.pop(mid).result() for mid in done]
+
+
+def _initial() -> dict[str, np.ndarray]:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 3)
+    return {f"classifier.{k}": v.detach().numpy().copy() for k, v in lin.state_dict().items()}
+
+
+def stand_in_client(fail: bool = False, sleep: float = 0.0) -> Handler:
+    """A client that trains a linear model on random data seeded by (seed, round, partition)."""
+
+    def handle(msg: Message, context: Context) -> Message:
+        if sleep:
+            time.sleep(sleep)
+        if fail:
+            raise RuntimeError("boom in /home/alice/cache/part_3.npy")
+        part = int(context.node_config["partition-id"])
+        conf = msg.content.config_records[R.CONFIG_KEY]
+        rnd = int(conf[R.CFG_ROUND])
+        seed = client_seed(0, rnd, part)
+        gen = torch.Generator().manual_seed(seed)
+        lin = torch.nn.Linear(6, 3)
+        state = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
+        lin.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
+        x = torch.randn(10 + part, 6, generator=gen)
+        y = torch.randint(0, 3, (10 + part,), generator=gen)
+        opt = torch.optim.SGD(lin.parameters(), lr=0.5)
+        loss = torch.nn.functional.cross_entropy(lin(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out = {f"classifier.{k}": v for k, v in lin.state_dict().items()}
+        metrics = {R.WEIGHT_KEY: 10 + part, "train_loss": loss.item(), "partition-id": part}
+        if part % 2:  # clients may report different metric keys (e.g. no audio losses)
+            metrics["gen_loss"] = 0.5
+        return Message(R.reply(R.state_to_arrays(out), metrics), reply_to=msg)
+
+    return handle
+
+
+def _cfg(**fed: object) -> Config:
+    cfg = Config()
+    for k, v in {"min_train_clients": 2, "fraction_train": 1.0, **fed}.items():
+        setattr(cfg.federation, k, v)
+    return cfg
+
+
+def _run(cfg: Config, grid: LocalGrid, rounds: range, arrays: dict[str, np.ndarray],
+         strategy_state: dict[str, np.ndarray] | None = None, timeout: float = 30.0):
+    strategy = make_strategy(cfg, len(grid.node_ids))
+    nodes = {n: int(grid.contexts[n].node_config["partition-id"]) for n in grid.node_ids}
+    strategy.setup_nodes(nodes, cfg.train.seed)
+    if strategy_state:
+        strategy.load_state_arrays(strategy_state)
+    record = R.numpy_to_arrays(arrays)
+    outcomes = []
+    for rnd in rounds:
+        conf = ConfigRecord({R.CFG_METHOD: "video_only", R.CFG_EPOCHS: 1})
+        out = run_round(strategy, grid, rnd, record, conf, ConfigRecord(dict(conf)), timeout,
+                        min(cfg.federation.min_train_clients, len(nodes)))
+        record = out.arrays
+        outcomes.append(out)
+    return R.arrays_to_numpy(record), strategy, outcomes
+
+
+def test_sampling_is_seeded_by_round_and_respects_fraction_and_minimum() -> None:
+    a = sample_partitions(range(100), 0.1, 2, seed=3, server_round=5)
+    b = sample_partitions(reversed(range(100)), 0.1, 2, seed=3, server_round=5)
+    c = sample_partitions(range(100), 0.1, 2, seed=3, server_round=6)
+    assert a == b and len(a) == 10 and a == sorted(a)
+    assert a != c
+    assert len(sample_partitions(range(10), 0.05, 3, 0, 1)) == 3
+    assert sample_partitions(range(2), 1.0, 5, 0, 1) == [0, 1]
+
+
+def test_fedavg_round_is_flowers_weighted_mean_in_partition_order() -> None:
+    grid = LocalGrid({p: stand_in_client() for p in range(4)})
+    init = _initial()
+    final, _, outs = _run(_cfg(), grid, range(1, 2), init)
+    replies = sorted(grid.seen, key=lambda m: int(m.content["metrics"]["partition-id"]))
+    weights = np.array([10.0, 11.0, 12.0, 13.0]) / 46.0
+    for key in init:
+        manual = sum(w * r.content["arrays"][key].numpy() for w, r in zip(weights, replies,
+                                                                           strict=True))
+        np.testing.assert_allclose(final[key], manual, rtol=1e-6)
+        assert final[key].dtype == np.float32
+    out = outs[0]
+    assert out.aggregated and out.train.failures == []
+    assert set(out.train.per_client) == {0, 1, 2, 3}
+    # metrics with keys only some clients report are averaged over those clients
+    assert out.train_metrics["gen_loss"] == pytest.approx(0.5)
+    assert out.train.traffic.messages_down == 4 and out.train.traffic.messages_up == 4
+
+
+def test_bytes_are_counted_from_serialized_messages() -> None:
+    grid = LocalGrid({p: stand_in_client() for p in range(2)})
+    _, _, outs = _run(_cfg(), grid, range(1, 2), _initial())
+    traffic = outs[0].train.traffic
+    payload = sum(v.nbytes for v in _initial().values())
+    # each message carries the model once plus a few hundred bytes of structure
+    assert 2 * payload < traffic.down < 2 * payload + 4000
+    assert traffic.up == sum(message_bytes(m) for m in grid.seen)
+    rec = RecordDict({"a": ArrayRecord({"x": Array(np.zeros(1000, np.float32)),
+                                        "y": Array(np.zeros(1000, np.float32))})})
+    assert object_tree_bytes(rec) < 4000 + 1000  # identical arrays travel once
+
+
+def test_failing_and_slow_clients_are_recorded_and_the_round_goes_on() -> None:
+    handlers = {0: stand_in_client(), 1: stand_in_client(fail=True),
+                2: stand_in_client(sleep=3.0), 3: stand_in_client()}
+    grid = LocalGrid(handlers)
+    init = _initial()
+    final, _, outs = _run(_cfg(), grid, range(1, 2), init, timeout=1.5)
+    out = outs[0]
+    reasons = {f["partition"]: f["reason"] for f in out.train.failures}
+    assert set(reasons) == {1, 2}
+    assert "timeout" in reasons[2]
+    assert out.aggregated and set(out.train.per_client) == {0, 3}
+    assert not np.allclose(final["classifier.weight"], init["classifier.weight"])
+
+
+def test_round_with_too_few_results_keeps_the_global_model() -> None:
+    grid = LocalGrid({0: stand_in_client(), 1: stand_in_client(fail=True)})
+    init = _initial()
+    final, _, outs = _run(_cfg(min_train_clients=2), grid, range(1, 2), init)
+    assert not outs[0].aggregated
+    for key in init:
+        np.testing.assert_array_equal(final[key], init[key])
+
+
+def test_reply_with_foreign_arrays_is_rejected_not_aggregated() -> None:
+    def leaky(msg: Message, context: Context) -> Message:
+        arrays = ArrayRecord({"frames": Array(np.ones((2, 3), np.float32))})
+        return Message(R.reply(arrays, {R.WEIGHT_KEY: 5}), reply_to=msg)
+
+    grid = LocalGrid({0: stand_in_client(), 1: stand_in_client(), 2: leaky})
+    _, _, outs = _run(_cfg(), grid, range(1, 2), _initial())
+    assert outs[0].aggregated
+    assert [f["partition"] for f in outs[0].train.failures] == [2]
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam"])
+def test_resume_from_checkpoint_gives_identical_results(tmp_path: Path, strategy: str) -> None:
+    cfg = _cfg(strategy=strategy, fraction_train=0.5)
+    init = _initial()
+    full, _, _ = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=1),
+                      range(1, 4), init)
+    # interrupted after round 2: checkpoint, then a new process with new node ids continues
+    part, strat, _ = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=2),
+                          range(1, 3), init)
+    save_checkpoint(tmp_path, 2, "video_only", strategy, part, strat.state_arrays(), keep=2)
+    ckpt = latest_checkpoint(tmp_path)
+    assert ckpt is not None and ckpt.server_round == 2
+    if strategy == "fedadam":
+        assert any(k.startswith("v_t/") for k in ckpt.strategy_state)
+    resumed, _, _ = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=3),
+                         range(3, 4), ckpt.model, ckpt.strategy_state)
+    for key in full:
+        np.testing.assert_array_equal(resumed[key], full[key])
+
+
+def test_checkpoints_keep_the_last_k_and_skip_a_damaged_newest(tmp_path: Path) -> None:
+    arrays = {"classifier.w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    for rnd in range(1, 6):
+        save_checkpoint(tmp_path, rnd, "gt_audio", "fedavg", arrays, {}, keep=3)
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["round_0003.safetensors", "round_0004.safetensors", "round_0005.safetensors"]
+    loaded = load_checkpoint(tmp_path / names[-1])
+    assert loaded.method == "gt_audio" and loaded.server_round == 5
+    np.testing.assert_array_equal(loaded.model["classifier.w"], arrays["classifier.w"])
+    (tmp_path / names[-1]).write_bytes(b"\x00garbage")
+    latest = latest_checkpoint(tmp_path)
+    assert latest is not None and latest.server_round == 4
+
+
+def test_privacy_check_and_error_reasons_carry_no_paths() -> None:
+    ok = R.reply(R.numpy_to_arrays(_initial()), {R.WEIGHT_KEY: 3, "train_loss": 0.5})
+    assert R.check_reply(ok, _initial().keys()) == []
+    bad = RecordDict({
+        "arrays": ArrayRecord({"rgb": Array(np.zeros((2, 18, 4), np.float32))}),
+        "metrics": MetricRecord({R.WEIGHT_KEY: 3}),
+        "config": ConfigRecord({"file": "/data/cache/clip.npy"}),
+    })
+    problems = R.check_reply(bad, _initial().keys())
+    assert any("config" in p for p in problems) and any("rgb" in p for p in problems)
+    reason = R.sanitize_reason("InputError: /work/cache/0/part.npy: truncated\nTraceback")
+    assert "/work" not in reason and "<path>" in reason and "Traceback" not in reason
+
+
+def test_guarded_handler_reports_a_path_free_reason() -> None:
+    grid = LocalGrid({0: guarded(stand_in_client(fail=True))})
+    msg = Message(R.instruction(R.numpy_to_arrays(_initial()), {R.CFG_ROUND: 1}),
+                  dst_node_id=grid.node_ids[0], message_type="train")
+    grid.push_messages([msg])
+    time.sleep(0.2)
+    reply = grid.seen[0]
+    assert reply.has_error()
+    assert "RuntimeError" in reply.error.reason and "/home" not in reply.error.reason
+
+
+def test_settings_overrides_node_config_and_errors(tmp_path: Path) -> None:
+    assert split_overrides("a.b=1; c=2\nd=[1, 2]") == ["a.b=1", "c=2", "d=[1, 2]"]
+    cfg = localize(Config(), {"partition-id": 3, "data-dir": str(tmp_path)})
+    assert cfg.extract.cache_dir == tmp_path / "cache"
+    assert cfg.partition.plan == tmp_path / "plan.json"
+    assert partition_of({"partition-id": "4"}) == 4
+    with pytest.raises(ConfigError, match="partition-id"):
+        partition_of({})
+    with pytest.raises(ConfigError, match="partition-id"):
+        partition_of({"partition-id": "x"})
+    with pytest.raises(Exception, match="methods"):
+        Config.model_validate({"federation": {"methods": ["nope"]}})
+
+
+def test_runlog_truncate_and_report(tmp_path: Path) -> None:
+    log = RunLog(tmp_path)
+    for method in ("video_only", "gt_audio"):
+        for rnd in (1, 2, 3):
+            log.append({"method": method, "round": rnd, "seconds": 1.0, "bytes_down": 1000,
+                        "bytes_up": 900, "failures": [], "train": {"train_loss": 1.0 / rnd},
+                        "server": {"top1": 0.1 * rnd, "macro_f1": 0.05 * rnd},
+                        "sampled": 2, "succeeded": 2})
+    log.truncate("gt_audio", 2)
+    assert [ln["round"] for ln in log.rounds("gt_audio")] == [1, 2]
+    assert len(log.rounds("video_only")) == 3
+    final = final_metrics(log.rounds("video_only"))
+    assert final["top1"] == pytest.approx(0.3) and final["bytes_down"] == 3000
+    report = write_report(tmp_path, "t").read_text()
+    assert "| video_only | 3 |" in report and "plots/accuracy.png" in report
+    assert (tmp_path / "plots" / "accuracy.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "bytes.png").stat().st_size > 1000
