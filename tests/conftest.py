@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny real demo dataset (mp4 files with audio, MiT layout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedvida.config import DemoConfig
+from fedvida.data.demo import write_demo_dataset
+
+# 4 classes (two visual pairs) x (4 training + 2 validation) clips = 24 clips.
+# The missing-audio quotas are exact per split, round(rate * clips): with rates of 1/8 the
+# training split (16 clips) gets 2 clips with no audio stream and 2 with a silent track, and
+# the validation split (8 clips) 1 of each, so every test sees both kinds in both splits.
+TINY_DEMO = DemoConfig(
+    classes=4,
+    clips_per_class=4,
+    val_clips_per_class=2,
+    seed=0,
+    no_stream_rate=0.125,
+    silent_rate=0.125,
+    weak_audio_rate=0.125,
+    ambiguous_video_rate=0.125,
+    workers=1,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Write the tiny demo once per test session and return its root (treat it as read-only)."""
+    root = tmp_path_factory.mktemp("tiny-demo") / "demo-mit"
+    write_demo_dataset(TINY_DEMO, root)
+    return root
