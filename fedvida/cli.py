@@ -18,6 +18,13 @@ from fedvida.errors import FedvidaError
 # Command modules, in the order `fedvida --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "fedvida.commands.config",
+    "fedvida.commands.data",
+    "fedvida.commands.partition",
+    "fedvida.commands.extract",
+    "fedvida.commands.dictionary",
+    "fedvida.commands.train",
+    "fedvida.commands.simulate",
+    "fedvida.commands.deploy",
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,11 +44,19 @@ class DataConfig(Section):
     """A dataset in the Moments-in-Time layout (a real download or the demo)."""
 
     root: Path = Path("work/demo-mit")
-    version: Literal["auto", "v1", "v2"] = "auto"
+    version: Literal["auto", "v1", "v2"] = Field(
+        "auto", description="'auto' detects v1 (339 classes) or v2 (305, Moments_in_Time_Raw)."
+    )
     classes: ClassSelection = Field(default_factory=ClassSelection)
-    max_clips_per_class: int | None = Field(None, ge=1)
-    train_split: str = "training"
-    test_split: str = "validation"
+    max_clips_per_class: int | None = Field(
+        None, ge=1, description="Cap on training clips per class (seeded sample; None = all)."
+    )
+    max_test_clips_per_class: int | None = Field(
+        None, ge=1, description="Cap on test (validation) clips per class (None = all)."
+    )
+    cap_seed: int = Field(0, description="Seed of the per-class cap sample.")
+    train_split: str = Field("training", pattern=r"^[A-Za-z0-9_\-]+$")
+    test_split: str = Field("validation", pattern=r"^[A-Za-z0-9_\-]+$")
 
 
 class DemoConfig(Section):
@@ -60,6 +69,23 @@ class DemoConfig(Section):
     seed: int = 0
     no_stream_rate: float = Field(0.05, ge=0.0, le=1.0, description="Share with no audio stream.")
     silent_rate: float = Field(0.05, ge=0.0, le=1.0, description="Share with a silent track.")
+    weak_audio_rate: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share whose sound is buried in noise (SNR -10..0 dB)."
+    )
+    ambiguous_video_rate: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share whose picture is degraded (contrast, size, blur)."
+    )
+    max_distractors: int = Field(3, ge=0, le=8, description="Independently moving shapes per clip.")
+    workers: int = Field(2, ge=1, description="Writer processes (1 = in this process).")
+
+    @model_validator(mode="after")
+    def _rates(self) -> DemoConfig:
+        total = self.no_stream_rate + self.silent_rate + self.weak_audio_rate
+        if total > 1.0:
+            raise ValueError(
+                f"no_stream_rate + silent_rate + weak_audio_rate must not exceed 1 (got {total:g})"
+            )
+        return self
 
 
 class WithholdConfig(Section):
@@ -68,7 +94,11 @@ class WithholdConfig(Section):
     clip_rate: float = Field(0.5, ge=0.0, le=1.0, description="Per-clip withholding rate.")
     client_dist: Literal["none", "fixed", "uniform", "beta"] = Field(
         "none",
-        description="Per-client rate distribution; when not 'none' it replaces clip_rate.",
+        description=(
+            "'none': every clip independently withheld with probability clip_rate; 'fixed': every "
+            "client withholds exactly round(clip_rate * n) clips; 'uniform' / 'beta': a rate per "
+            "client drawn from U[client_low, client_high] / Beta(a, b), then exactly that share."
+        ),
     )
     client_low: float = Field(0.0, ge=0.0, le=1.0)
     client_high: float = Field(1.0, ge=0.0, le=1.0)
@@ -93,6 +123,10 @@ class PartitionConfig(Section):
     scheme: Literal["iid", "dirichlet"] = "dirichlet"
     alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (small = skewed).")
     min_clips_per_client: int = Field(2, ge=1)
+    balance: bool = Field(
+        True,
+        description="Dirichlet: a class gives no share to clients already above the mean size.",
+    )
     seed: int = 0
     withhold: WithholdConfig = Field(default_factory=WithholdConfig)
     plan: Path = Path("work/plan.json")
@@ -105,11 +139,13 @@ class ExtractConfig(Section):
     steps: int = Field(18, ge=2)
     frame_encoder: str = "effnet-lite0"
     audio_encoder: str = "yamnet"
-    captioner: str = Field("pseudo", description="'pseudo' (ImageNet labels) or 'hf-blip'.")
+    captioner: Literal["pseudo", "hf-blip"] = Field(
+        "pseudo", description="'pseudo' (top ImageNet labels) or 'hf-blip' (hf_blip_path)."
+    )
     hf_vit_path: Path | None = None
     hf_ast_path: Path | None = None
     hf_blip_path: Path | None = None
-    device: str = "cpu"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")
     batch_clips: int = Field(8, ge=1)
     image_size: int = Field(224, ge=32)
     flow_size: int = Field(160, ge=16, description="Short side for optical flow computation.")
@@ -117,29 +153,79 @@ class ExtractConfig(Section):
     sample_rate: int = Field(16000, ge=8000)
     silence_dbfs: float = Field(-60.0, le=0.0)
     caption_topk: int = Field(3, ge=1)
+    caption_frames: int = Field(
+        2, ge=1, description="hf-blip: representative frames captioned per clip (most motion)."
+    )
+    min_duration: float = Field(
+        1.0, ge=0.0, description="Clips shorter than this (s) fail extraction as 'too_short'."
+    )
+    max_grid: int = Field(
+        72, ge=2, description="Most frames sampled at `fps` (longer videos are thinned uniformly)."
+    )
+    encode_batch: int = Field(64, ge=1, description="Images per frame-encoder forward pass.")
+    torch_threads: int = Field(
+        0, ge=0,
+        description="CPU threads for torch and onnxruntime (0 = all cores but one, which the "
+        "decode thread uses; at least 1).",
+    )
+    cpu_runtime: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime",
+        description="Runtime of effnet-lite0 on CPU: its graph exported once to ONNX "
+        "(several times faster on a loaded CPU) or torch eager. CUDA always uses torch.",
+    )
     cache_dir: Path = Path("work/cache")
 
 
+def _template_fields(template: str) -> set[str]:
+    """Field names of a str.format template; raises ValueError when it is malformed."""
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+
+
 class DictionaryConfig(Section):
-    """The semantic dictionary artifact (`fedvida dictionary build`)."""
+    """The semantic dictionary artifact (`fedvida dictionary build`). See docs/semantics.md."""
 
     model: str = Field("all-MiniLM-L6-v2", description="Name of the bundled model or a local path.")
-    action_template: str = "a video of someone {action}"
-    audio_template: str = "the sound of {label}"
-    top_k: int = Field(5, ge=1)
+    action_template: str = Field(
+        "the sound of {action}", description="Action text; one {action} field."
+    )
+    audio_template: str = Field(
+        "the sound of {label}", description="AudioSet label text; one {label} field."
+    )
+    top_k: int = Field(5, ge=1, le=527, description="AudioSet labels per action entry.")
     out: Path = Path("work/dictionary")
     categories_file: Path | None = Field(
-        None, description="Action labels; default: the dataset's selected classes."
+        None,
+        description="Action labels (rows name,index); default: <data.root>/moments_categories.txt.",
     )
+    device: str = Field("cpu", description="Torch device for the sentence model.")
+
+    @model_validator(mode="after")
+    def _templates(self) -> DictionaryConfig:
+        for name, field in (("action_template", "action"), ("audio_template", "label")):
+            template = getattr(self, name)
+            try:
+                fields = _template_fields(template)
+            except ValueError as exc:
+                raise ValueError(f"{name} '{template}' is not a valid template ({exc})") from None
+            if fields != {field}:
+                raise ValueError(f"{name} '{template}' must use exactly one field {{{field}}}")
+        return self
 
 
 class ModelConfig(Section):
-    """Trainable heads (one container; prefixed state_dict keys)."""
+    """Trainable heads (one container; prefixed state_dict keys). See docs/methods.md."""
 
     audio_dim: int = Field(128, ge=8, description="Projected audio feature size.")
-    hidden: int = Field(128, ge=8)
-    noise_dim: int = Field(16, ge=0)
-    cond_dim: int = Field(64, ge=0)
+    hidden: int = Field(128, ge=8, description="LSTM width of the generator and the classifier.")
+    visual_dim: int = Field(
+        128, ge=8, description="Classifier bottleneck: RGB+flow (2D) -> this width before the LSTM."
+    )
+    tagger_hidden: int = Field(128, ge=8, description="Hidden width of the AudioSet tagging head.")
+    noise_dim: int = Field(16, ge=0, description="Generator noise per step (zero at evaluation).")
+    cond_dim: int = Field(64, ge=0, description="CAFMap condition width (0 disables it).")
+    cond_decay: float = Field(
+        0.5, ge=0.0, le=1.0, description="CAFMap: condition weight per step away from an anchor."
+    )
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
 
 
@@ -148,17 +234,62 @@ METHODS: tuple[str, ...] = ("video_only", "gt_audio", "generated", "svdmap", "ca
 
 
 class TrainConfig(Section):
-    """Local / centralised training."""
+    """Local / centralised training and evaluation of the five methods (docs/methods.md)."""
 
     method: Method = "generated"
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
+    grad_clip: float = Field(5.0, ge=0.0, description="Max gradient norm (0 disables clipping).")
     seed: int = 0
+    classifier_audio: Literal["mixed", "real", "generated"] = Field(
+        "mixed",
+        description=(
+            "Audio the classifier trains on in generating methods: 'mixed' = real where present, "
+            "generated where missing; 'real' = real where present, absent elsewhere; "
+            "'generated' = generated for every clip."
+        ),
+    )
+    generator_min_tag: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Clips with real audio train the generator when their top tag >= this.",
+    )
+    generator_end_to_end: bool = Field(
+        False, description="Let the classifier loss flow into the generator (default: detached)."
+    )
+    gen_weight: float = Field(1.0, ge=0.0, description="Weight of the generator loss.")
+    gen_cos_weight: float = Field(1.0, ge=0.0, description="Generator loss = MSE + w (1 - cos).")
+    tag_weight: float = Field(1.0, ge=0.0, description="Weight of the tagger (BCE) loss.")
     svdmap_threshold: float = Field(0.72, ge=-1.0, le=1.0)
+    svdmap_candidates: Literal["all", "topk"] = Field(
+        "topk",
+        description="SVDMap agreement over all actions or the classifier's video-only top-k.",
+    )
+    svdmap_topk: int = Field(3, ge=1)
+    svdmap_sweep: list[float] = Field(
+        default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.72, 0.8, 0.9],
+        description="Thresholds evaluated for SVDMap retention and accuracy.",
+    )
     device: str = "cpu"
+    num_threads: int = Field(
+        1,
+        ge=0,
+        description=(
+            "torch CPU threads while training/evaluating (0: leave torch's setting). The models "
+            "are small: one thread is as fast, and far faster on a busy machine."
+        ),
+    )
     runs_dir: Path = Path("runs")
+
+    @model_validator(mode="after")
+    def _sweep_range(self) -> TrainConfig:
+        if any(not -1.0 <= t <= 1.0 for t in self.svdmap_sweep):
+            raise ValueError("svdmap_sweep values must lie in [-1, 1]")
+        return self
 
 
 class FederationConfig(Section):
@@ -166,16 +297,43 @@ class FederationConfig(Section):
 
     rounds: int = Field(10, ge=1)
     fraction_train: float = Field(1.0, gt=0.0, le=1.0)
-    min_train_clients: int = Field(2, ge=1)
+    fraction_evaluate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Clients evaluating the global model on local data."
+    )
+    min_train_clients: int = Field(
+        2, ge=1, description="Sampled at least, and results needed to aggregate a round."
+    )
     local_epochs: int = Field(2, ge=1)
     strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0)
+    server_lr: float = Field(0.01, gt=0.0, description="FedAdam server learning rate (eta).")
     shared_prefixes: list[str] = Field(
         default_factory=lambda: ["audio_proj", "generator", "classifier", "tagger"]
     )
+    methods: list[Method] = Field(
+        default_factory=list,
+        description="Methods trained one after another in one federation; empty: [train.method].",
+    )
     num_cpus_per_client: float = Field(1.0, gt=0.0)
     num_gpus_per_client: float = Field(0.0, ge=0.0)
+    ray_num_cpus: int | None = Field(
+        None, ge=1, description="CPUs Ray may use in simulation; None: all cores."
+    )
+    client_timeout_s: float = Field(
+        600.0, gt=0.0, description="A round stops waiting for replies after this many seconds."
+    )
     keep_checkpoints: int = Field(3, ge=1)
+    eval_every: int = Field(1, ge=1, description="Server-side evaluation every k rounds.")
+
+    @model_validator(mode="after")
+    def _prefixes(self) -> FederationConfig:
+        if not self.shared_prefixes:
+            raise ValueError("shared_prefixes must name at least one model part")
+        return self
+
+    def method_list(self, default: str) -> list[str]:
+        """The methods this federation trains, in order (``default`` when none are listed)."""
+        return list(dict.fromkeys(self.methods)) if self.methods else [default]
 
 
 class Config(Section):
