@@ -92,6 +92,8 @@ class EffNetLite0:
 
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
+            # spinning idle threads steal the core the decode thread needs (seen as sys time)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             opts.log_severity_level = 3
             onnx_path = _export_onnx(self.model, weights, cache_root)
             self.session = ort.InferenceSession(str(onnx_path), opts,

@@ -135,6 +135,8 @@ def load_yamnet_session(onnx_path: Path, threads: int = 0, device: str = "cpu") 
     model.graph.output.append(embed)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    # spinning idle threads steal the core the decode thread needs (seen as sys time)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
