@@ -1,1 +1,1 @@
-"""fedvida.models"""
+"""Trainable models: generator, classifier and heads in one container (`container.py`)."""

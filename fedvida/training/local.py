@@ -1,0 +1,341 @@
+"""Train and evaluate one data set (a client's partition, or the pooled clips centrally).
+
+`train_local` and `evaluate` are what the federated client calls each round and what the
+centralised reference job (`central.py`) calls once per method. Both are deterministic for a seed
+on CPU: shuffling, noise and dropout draw from generators seeded by `seed`, inside a forked RNG
+state so that the caller's global RNG is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedvida.models.container import FedvidaModel
+from fedvida.training.data import batch_indices, prepare
+from fedvida.training.losses import (
+    classification_loss,
+    generator_loss,
+    proximal_term,
+    tagger_loss,
+)
+from fedvida.training.methods import MethodContext, action_rows, get_method, method_forward
+from fedvida.training.metrics import macro_f1, topk_accuracy
+
+if TYPE_CHECKING:
+    from fedvida.config import Config
+    from fedvida.features.cache import FeatureSet
+    from fedvida.semantics.dictionary import SemanticDictionary
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run with `n` torch CPU threads (0: unchanged), restoring the previous count afterwards.
+
+    The models are small; on a machine shared with other processes OpenMP synchronisation
+    dominates: one LSTM call measured 352 ms with 2 threads against 1.4 ms with 1
+    (see docs/methods.md).
+    """
+    before = torch.get_num_threads()
+    if n > 0 and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _context(
+    model: FedvidaModel,
+    cfg: Config,
+    dictionary: SemanticDictionary | None,
+    method: str | None,
+    class_names: Sequence[str] | None,
+) -> MethodContext:
+    spec = get_method(method or cfg.train.method)
+    rows = None
+    if spec.filtered and dictionary is not None:
+        rows = action_rows(dictionary, model.dims.num_classes, class_names)
+    return MethodContext(cfg=cfg, spec=spec, dictionary=dictionary, rows=rows)
+
+
+def train_local(
+    model: FedvidaModel,
+    data: FeatureSet,
+    cfg: Config,
+    dictionary: SemanticDictionary | None,
+    *,
+    epochs: int,
+    seed: int,
+    proximal_to: dict[str, torch.Tensor] | None = None,
+    method: str | None = None,
+    class_names: Sequence[str] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, float]:
+    """Train `model` in place on `data` with the configured method.
+
+    Parameters
+    ----------
+    model
+        The container (moved to ``cfg.train.device``).
+    data
+        The clips to train on.
+    cfg
+        Config (train.*, model.*, federation.proximal_mu).
+    dictionary
+        Semantic dictionary (needed by `svdmap` and `cafmap`).
+    epochs
+        Passes over `data`.
+    seed
+        Seeds shuffling, noise and dropout.
+    proximal_to
+        FedProx reference weights (the global model); adds ``mu/2 ||w - w_g||^2`` with
+        ``mu = cfg.federation.proximal_mu``.
+    method
+        Overrides ``cfg.train.method``.
+    class_names
+        Class names in label order, to find each class in the dictionary (SVDMap).
+    on_epoch
+        Called as ``on_epoch(epoch, metrics)`` after each epoch.
+
+    Returns
+    -------
+    dict[str, float]
+        Averages over the last epoch: ``train_loss``, ``cls_loss``, ``gen_loss``, ``gen_mse``,
+        ``gen_cos``, ``tag_loss``, ``prox_loss``, ``train_acc``; plus ``num-examples``.
+    """
+    ctx = _context(model, cfg, dictionary, method, class_names)
+    spec, tcfg = ctx.spec, cfg.train
+    device = torch.device(tcfg.device)
+    tensors = prepare(data, cfg, dictionary, with_condition=spec.conditioned)
+    n = len(tensors)
+    if n == 0:
+        return {"num-examples": 0.0, "train_loss": 0.0}
+    model.to(device).train()
+    optim = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    mu = cfg.federation.proximal_mu
+    steps, noise_dim = tensors.visual.shape[1], cfg.model.noise_dim
+    sums: dict[str, float] = {}
+    with cpu_threads(tcfg.num_threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        for epoch in range(epochs):
+            sums = {}
+            for idx in batch_indices(n, tcfg.batch_size, gen):
+                batch = tensors.take(idx).to(device)
+                b = len(batch)
+                noise = None
+                if spec.generates and noise_dim > 0:
+                    noise = torch.randn(b, steps, noise_dim, generator=gen).to(device)
+                fwd = method_forward(model, batch, ctx, training=True, noise=noise)
+                parts = {"cls_loss": classification_loss(fwd.logits, batch.labels)}
+                if spec.generates and fwd.generated is not None:
+                    g_loss, g_mse, g_cos = generator_loss(
+                        fwd.generated, fwd.real.detach(), batch.gen_mask, tcfg.gen_cos_weight
+                    )
+                    parts["gen_loss"] = tcfg.gen_weight * g_loss
+                    _add(sums, "gen_mse", float(g_mse), b)
+                    _add(sums, "gen_cos", float(g_cos), b)
+                if spec.real_audio:
+                    tag_logits = model.tagger(fwd.real)
+                    parts["tag_loss"] = tcfg.tag_weight * tagger_loss(
+                        tag_logits, batch.tags, batch.present
+                    )
+                if proximal_to is not None and mu > 0:
+                    parts["prox_loss"] = proximal_term(model, proximal_to, mu)
+                loss = torch.stack(list(parts.values())).sum()
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                if tcfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                optim.step()
+                _add(sums, "train_loss", float(loss.detach()), b)
+                for name, value in parts.items():
+                    _add(sums, name, float(value.detach()), b)
+                acc = (fwd.logits.argmax(dim=1) == batch.labels).float().mean()
+                _add(sums, "train_acc", float(acc), b)
+            if on_epoch is not None:
+                on_epoch(epoch, {k: v / n for k, v in sums.items()})
+    out = {k: v / n for k, v in sums.items()}
+    out["num-examples"] = float(n)
+    return out
+
+
+def _add(sums: dict[str, float], key: str, value: float, weight: int) -> None:
+    sums[key] = sums.get(key, 0.0) + value * weight
+
+
+@dataclass
+class Predictions:
+    """Per-clip outputs of one evaluation pass (numpy, in clip order).
+
+    Attributes
+    ----------
+    logits
+        (N, C) logits of the method.
+    labels
+        (N,) true labels (used only to score, never to predict).
+    present
+        (N,) real audio available.
+    used
+        (N,) audio slot filled (real or generated, after the SVDMap filter).
+    video_logits
+        (N, C) the same classifier with the audio slot empty for every clip.
+    agreement
+        (N,) SVDMap agreement of the generated audio (svdmap only).
+    gen_mse, gen_cos
+        (N,) per-clip generator error vs the projected real audio (generating methods; NaN where
+        the clip has no real audio).
+    sweep
+        SVDMap threshold -> ((N, C) logits, (N,) used).
+    """
+
+    logits: np.ndarray
+    labels: np.ndarray
+    present: np.ndarray
+    used: np.ndarray
+    video_logits: np.ndarray
+    agreement: np.ndarray | None = None
+    gen_mse: np.ndarray | None = None
+    gen_cos: np.ndarray | None = None
+    sweep: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def predict(
+    model: FedvidaModel,
+    data: FeatureSet,
+    cfg: Config,
+    dictionary: SemanticDictionary | None,
+    *,
+    method: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Predictions:
+    """Run the method over `data` in evaluation mode (no noise, no dropout, no labels used)."""
+    with cpu_threads(cfg.train.num_threads), torch.no_grad():
+        return _predict(model, data, cfg, dictionary, method, class_names)
+
+
+def _predict(
+    model: FedvidaModel,
+    data: FeatureSet,
+    cfg: Config,
+    dictionary: SemanticDictionary | None,
+    method: str | None,
+    class_names: Sequence[str] | None,
+) -> Predictions:
+    ctx = _context(model, cfg, dictionary, method, class_names)
+    spec = ctx.spec
+    device = torch.device(cfg.train.device)
+    tensors = prepare(data, cfg, dictionary, with_condition=spec.conditioned)
+    model.to(device).eval()
+    chunks: dict[str, list[np.ndarray]] = {}
+    sweep_chunks: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for idx in batch_indices(len(tensors), cfg.train.eval_batch_size, None):
+        batch = tensors.take(idx).to(device)
+        fwd = method_forward(model, batch, ctx, training=False)
+        empty = torch.zeros_like(fwd.real)
+        video = model.classifier(batch.visual, empty, torch.zeros_like(batch.present))
+        out = {"logits": fwd.logits, "used": fwd.used, "video_logits": video}
+        if fwd.generated is not None:
+            out["gen_mse"] = (fwd.generated - fwd.real).pow(2).mean(dim=(1, 2))
+            out["gen_cos"] = F.cosine_similarity(fwd.generated, fwd.real, dim=2).mean(dim=1)
+        if fwd.agreement is not None:
+            out["agreement"] = fwd.agreement
+            for thr in cfg.train.svdmap_sweep:
+                s = method_forward(
+                    model, batch, ctx, training=False, threshold=thr, agreement=fwd.agreement
+                )
+                sweep_chunks.setdefault(thr, []).append(
+                    (s.logits.cpu().numpy(), s.used.cpu().numpy())
+                )
+        for key, value in out.items():
+            chunks.setdefault(key, []).append(value.cpu().numpy())
+    num_classes = model.dims.num_classes
+    cat = {k: np.concatenate(v) for k, v in chunks.items()}
+    present = tensors.present.numpy().copy()
+    for key in ("gen_mse", "gen_cos"):
+        if key in cat:
+            cat[key] = np.where(present, cat[key], np.nan)
+    return Predictions(
+        logits=cat.get("logits", np.zeros((0, num_classes), np.float32)),
+        labels=tensors.labels.numpy().copy(),
+        present=present,
+        used=cat.get("used", np.zeros(0, bool)),
+        video_logits=cat.get("video_logits", np.zeros((0, num_classes), np.float32)),
+        agreement=cat.get("agreement"),
+        gen_mse=cat.get("gen_mse"),
+        gen_cos=cat.get("gen_cos"),
+        sweep={
+            t: (np.concatenate([c[0] for c in v]), np.concatenate([c[1] for c in v]))
+            for t, v in sweep_chunks.items()
+        },
+    )
+
+
+def evaluate(
+    model: FedvidaModel,
+    data: FeatureSet,
+    cfg: Config,
+    dictionary: SemanticDictionary | None,
+    *,
+    method: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Evaluate the method on `data` (e.g. the test split, with the plan's test withholding).
+
+    Returns
+    -------
+    dict[str, float]
+        ``num-examples``, ``loss``, ``top1``, ``top5``, ``macro_f1``, ``top1_with_audio`` /
+        ``top1_without_audio`` (clips with / without real audio; a key is left out when its
+        subset is empty), ``audio_used_rate``, ``top1_video_input`` (same classifier, audio slot
+        empty); generating methods add ``gen_mse`` and ``gen_cos`` (clips with real audio);
+        `svdmap` adds ``svdmap_retention`` (share of clips without real audio whose generated
+        audio is kept) and ``svdmap_top1@T`` / ``svdmap_retention@T`` per swept threshold T.
+    """
+    p = predict(model, data, cfg, dictionary, method=method, class_names=class_names)
+    with cpu_threads(cfg.train.num_threads):
+        return metrics_from_predictions(p, cfg)
+
+
+def metrics_from_predictions(p: Predictions, cfg: Config) -> dict[str, float]:
+    """The metrics of `evaluate` from a `Predictions` (see there)."""
+    n, num_classes = p.logits.shape
+    out: dict[str, float] = {"num-examples": float(n)}
+    if n == 0:
+        return out
+    preds = p.logits.argmax(axis=1)
+    logits_t = torch.from_numpy(p.logits)
+    out["loss"] = float(F.cross_entropy(logits_t, torch.from_numpy(p.labels)))
+    out["top1"] = topk_accuracy(p.logits, p.labels, 1)
+    out["top5"] = topk_accuracy(p.logits, p.labels, 5)
+    out["macro_f1"] = macro_f1(p.labels, preds, num_classes)
+    for name, mask in (("with_audio", p.present), ("without_audio", ~p.present)):
+        if mask.any():
+            out[f"top1_{name}"] = topk_accuracy(p.logits[mask], p.labels[mask], 1)
+            out[f"top5_{name}"] = topk_accuracy(p.logits[mask], p.labels[mask], 5)
+    out["audio_used_rate"] = float(p.used.mean())
+    out["top1_video_input"] = topk_accuracy(p.video_logits, p.labels, 1)
+    if p.gen_mse is not None and p.gen_cos is not None and p.present.any():
+        out["gen_mse"] = float(np.nanmean(p.gen_mse))
+        out["gen_cos"] = float(np.nanmean(p.gen_cos))
+    if p.agreement is not None:
+        missing = ~p.present
+        kept = p.agreement >= cfg.train.svdmap_threshold
+        out["svdmap_agreement_mean"] = float(p.agreement[missing].mean()) if missing.any() else 0.0
+        out["svdmap_retention"] = float(kept[missing].mean()) if missing.any() else 0.0
+        for thr, (logits, used) in sorted(p.sweep.items()):
+            out[f"svdmap_top1@{thr:g}"] = topk_accuracy(logits, p.labels, 1)
+            out[f"svdmap_retention@{thr:g}"] = (
+                float(used[missing].mean()) if missing.any() else 0.0
+            )
+    return out
