@@ -17,6 +17,7 @@ from fedvida.errors import FedvidaError
 
 # Command modules, in the order `fedvida --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "fedvida.commands.run",
     "fedvida.commands.config",
     "fedvida.commands.data",
     "fedvida.commands.partition",
