@@ -7,6 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -38,14 +39,29 @@ FLOWER_ENV = {
 }
 
 
+def process_env(flwr_home: Path | None = None) -> dict[str, str]:
+    """The environment for a Flower child process, without changing this process's.
+
+    Adds the Flower settings and puts this interpreter's ``bin`` folder first on ``PATH``, so that
+    ``flower-superlink``, ``flower-supernode`` and the ``flwr-clientapp`` processes a SuperNode
+    spawns come from the same environment even when it is not activated (e.g. under ``make``).
+    """
+    env = {**os.environ, **FLOWER_ENV}
+    env["FLWR_HOME"] = str(flwr_home or os.environ.get("FLWR_HOME") or Path(".flwr").resolve())
+    bindir = str(Path(sys.executable).parent)
+    if env.get("PATH", "").split(os.pathsep)[0] != bindir:
+        env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
+    return env
+
+
 def flower_environment(flwr_home: Path | None = None) -> dict[str, str]:
     """Set (and return) the environment every Flower process of fedvida runs with.
 
-    No telemetry, no update check, no run-time dependency installation, and a project-local
-    ``FLWR_HOME`` (``.flwr`` in the working directory unless already set).
+    No telemetry, no update check, no run-time dependency installation, a project-local
+    ``FLWR_HOME`` (``.flwr`` in the working directory unless already set) and this
+    interpreter's ``bin`` folder first on ``PATH`` (see `process_env`).
     """
-    env = dict(FLOWER_ENV)
-    env["FLWR_HOME"] = str(flwr_home or os.environ.get("FLWR_HOME") or Path(".flwr").resolve())
+    env = process_env(flwr_home)
     os.environ.update(env)
     Path(env["FLWR_HOME"]).mkdir(parents=True, exist_ok=True)
     return env

@@ -27,7 +27,7 @@ from fedvida.federation.deploy import (
     write_connection,
     write_node_keys,
 )
-from fedvida.federation.runner import FLOWER_ENV
+from fedvida.federation.runner import process_env
 from fedvida.reporting.runlog import RunLog
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
     home = tmp_path / "flwr"
     control, fleet = _free_port(), _free_port()
     write_connection(home, "fedvida", f"127.0.0.1:{control}", certs.ca_cert)
-    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(home)}
+    env = process_env(home)
     cfg = fed_pipeline.model_copy(deep=True)
     cfg.name, cfg.train.runs_dir = "deployed", tmp_path / "runs"
     cfg.federation.methods = ["gt_audio"]  # type: ignore[list-item]
