@@ -120,15 +120,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file (hex)."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def dir_identity(path: Path) -> str:
     """Identity of a model directory: names, sizes and mtimes of its files (cheap, no reads)."""
     if not path.is_dir():
