@@ -1,6 +1,7 @@
 """`fedvida deploy`: TLS certificates, node keys, SuperLink, SuperNodes and `flwr run` over gRPC.
 
 Secure by default (TLS + SuperNode authentication); ``--insecure`` turns both off explicitly.
+``tap`` relays a loopback port to the Fleet API and prints the bytes on the wire each way.
 Each ``superlink`` / ``supernode`` / ``run`` action runs the Flower command in the foreground
 (``--print`` only prints it), with the project-local ``FLWR_HOME`` and no run-time installs.
 """
@@ -56,6 +57,13 @@ def register(sub: Any) -> None:
     add_config_args(run)
     run.add_argument("--connection", default="fedvida")
     run.set_defaults(handler=_run)
+    tap = dsub.add_parser("tap", help="loopback relay to the Fleet API counting bytes each way")
+    tap.add_argument("--listen", default="127.0.0.1:9093", help="loopback HOST:PORT to listen on")
+    tap.add_argument("--target", default="127.0.0.1:9092", help="Fleet API HOST:PORT")
+    tap.add_argument("--every", type=float, default=10.0, help="seconds between count lines")
+    tap.add_argument("--duration", type=float, default=3600.0,
+                     help="the tap stops by itself after this many seconds")
+    tap.set_defaults(handler=_tap)
     for q in (link, node, reg, run):
         q.add_argument("--print", dest="print_only", action="store_true",
                        help="print the command instead of running it")
@@ -129,3 +137,31 @@ def _run(args: argparse.Namespace) -> int:
 
     config = Path(args.config or "configs/default.yaml").resolve()
     return _exec(run_command(args.connection, config, args.overrides), args.print_only)
+
+
+def _tap(args: argparse.Namespace) -> int:
+    import time
+
+    from fedvida.errors import InputError
+    from fedvida.federation.wiretap import WireTap, parse_address
+    from fedvida.reporting.console import console
+
+    try:
+        tap = WireTap(parse_address(args.target), parse_address(args.listen),
+                      max_seconds=args.duration).start()
+    except (ValueError, OSError) as err:
+        raise InputError(f"deploy tap: {err}") from err
+    host, port = tap.address
+    console.print(f"relaying {host}:{port} -> {args.target}; point SuperNodes at "
+                  f"--superlink {host}:{port} (Ctrl-C stops)")
+    try:
+        while tap.running:
+            time.sleep(max(args.every, 0.1))
+            n = tap.snapshot()
+            console.print(f"up {n.up} B, down {n.down} B, {n.connections} connections "
+                          f"({n.open} open, {n.refused} refused, {n.failed} failed)")
+    except KeyboardInterrupt:
+        pass
+    n = tap.stop()
+    console.print(f"total: up {n.up} B, down {n.down} B over {n.connections} connections")
+    return 0

@@ -4,8 +4,8 @@ Flower 1.39 serializes a message as a tree of objects (RecordDict -> records -> 
 ArrayChunk), each deflated to bytes and stored by content id in the SuperLink's object store.
 The size of a message is therefore the sum of ``len(obj.deflate())`` over the distinct objects
 of its tree (an object that occurs twice, e.g. two identical zero tensors, travels once).
-Message metadata and gRPC framing are not counted (docs/federation.md compares the count with
-what the SuperLink logs in deployment).
+Message metadata and gRPC framing are not counted (docs/federation.md, "Cross-check on the
+wire", compares the count with the TCP bytes a relay measures in the TLS deployment test).
 """
 
 from __future__ import annotations
