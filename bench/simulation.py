@@ -12,6 +12,15 @@ Each round samples ``--per-round`` clients (fraction = per-round / N). It prints
 wall time per round after the first (warm-up), the clients' pure training time, their ratio
 (round time / (training time / parallel clients)), bytes per round and the peak memory (RSS) of
 the driver plus every Ray process of the run.
+
+"round s" is the whole round as the run experiences it: the wall time between the ends of
+consecutive rounds (``finished_at`` in metrics.jsonl), from round 1's end to the last round's
+end, divided by the number of rounds after the first. It includes sending, the clients'
+training, metering, aggregation, the server's evaluation on the test split, the checkpoint and
+the log line (the server overlaps the last three with the next round's training). "exchange s"
+is the send-to-last-reply part alone and "server eval s" the evaluation's own duration.
+"train s / worker" is the sum of the clients' ``fit-seconds`` (``train_local`` only: their
+forward/backward passes) divided by the number of parallel Ray actors.
 """
 
 from __future__ import annotations
@@ -107,17 +116,23 @@ def bench(config: str, sizes: list[int], rounds: int, per_round: int, method: st
             warm = lines[1:] or lines
             par = max(1.0, min(cfg.federation.ray_num_cpus / cfg.federation.num_cpus_per_client,
                                warm[0]["sampled"]))
-            rnd = sum(ln["exchange_seconds"] for ln in warm) / len(warm)
+            if len(lines) > 1:
+                rnd = (lines[-1]["finished_at"] - lines[0]["finished_at"]) / (len(lines) - 1)
+            else:
+                rnd = lines[0]["seconds"]
+            exch = sum(ln["exchange_seconds"] for ln in warm) / len(warm)
+            ev = sum(ln["eval_seconds"] for ln in warm) / len(warm)
             fit = sum(ln["train_seconds"] for ln in warm) / len(warm)
-            rows.append([n, warm[0]["sampled"], lines[0]["seconds"], rnd, fit / par,
+            rows.append([n, warm[0]["sampled"], lines[0]["seconds"], rnd, exch, ev, fit / par,
                          rnd / max(fit / par, 1e-9), warm[0]["bytes_down"] / 1e6,
                          warm[0]["bytes_up"] / 1e6, mem.peak / 2**30, total])
-            print(json.dumps({"clients": n, "round_s": rnd, "fit_s_per_worker": fit / par,
+            print(json.dumps({"clients": n, "round_s": rnd, "exchange_s": exch, "eval_s": ev,
+                              "fit_s_per_worker": fit / par, "overhead": rnd / (fit / par),
                               "peak_gib": mem.peak / 2**30, "total_s": total}), flush=True)
     print_table(
         "Simulation scale (Ray, cached features; rounds after the first)",
-        ["clients", "per round", "round 1 s", "round s", "train s / worker", "overhead x",
-         "MB down", "MB up", "peak GiB", "total s"], rows,
+        ["clients", "per round", "round 1 s", "round s", "exchange s", "server eval s",
+         "train s / worker", "overhead x", "MB down", "MB up", "peak GiB", "total s"], rows,
         caption="overhead x = round wall time / (clients' training time / parallel actors)",
     )
 

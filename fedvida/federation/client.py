@@ -9,16 +9,18 @@ sharing) stay on the node, in its Flower ``Context.state``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, Context, Message
 
 from fedvida.config import Config
 from fedvida.federation import records as R
@@ -32,10 +34,15 @@ if TYPE_CHECKING:
 LOCAL_STATE_KEY = "fedvida-local"
 Handler = Callable[[Message, Context], Message]
 _log = logging.getLogger("fedvida.client")
-FEATURE_CACHE_SIZE = 4  # partitions kept in memory per process (1000 clients never all at once)
+FEATURE_CACHE_SIZE = 12  # partitions kept per process (~16 MB each on the demo; bounded for 1000)
 
 _LOCK = threading.Lock()
 _FEATURES: OrderedDict[tuple[str, ...], tuple[Plan, FeatureSet]] = OrderedDict()
+_PLANS: dict[tuple[str, ...], Plan] = {}
+CONFIG_CACHE_SIZE = 8  # parsed instruction configs kept per process
+MODEL_CACHE_SIZE = 2  # model skeletons kept per process (one per config and feature dims)
+_CONFIGS: OrderedDict[tuple[str, ...], Config] = OrderedDict()
+_MODELS: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
 
 
 def client_seed(seed: int, server_round: int, partition: int) -> int:
@@ -60,7 +67,12 @@ def local_features(cfg: Config, partition: int | str) -> tuple[Plan, FeatureSet]
         if key in _FEATURES:
             _FEATURES.move_to_end(key)
             return _FEATURES[key]
-    plan = Plan.load(plan_path)
+        plan = _PLANS.get(key[:2])
+    if plan is None:  # one plan per (file, mtime): a 1000-client plan is slow to parse
+        plan = Plan.load(plan_path)
+        with _LOCK:
+            _PLANS.clear()
+            _PLANS[key[:2]] = plan
     data = load_features(cfg, plan, partition)
     with _LOCK:
         _FEATURES[key] = (plan, data)
@@ -80,8 +92,7 @@ def dictionary_for(cfg: Config, digest: str) -> SemanticDictionary | None:
 
 def _setup(msg: Message, context: Context) -> tuple[Config, ConfigRecord, int]:
     conf = msg.content.config_records[R.CONFIG_KEY]
-    cfg = localize(config_from_yaml(str(conf[R.CFG_YAML])), context.node_config)
-    cfg.train.method = str(conf[R.CFG_METHOD])  # type: ignore[assignment]
+    cfg = instruction_config(conf, context.node_config)
     import torch
 
     threads = max(1, int(cfg.federation.num_cpus_per_client))
@@ -90,12 +101,63 @@ def _setup(msg: Message, context: Context) -> tuple[Config, ConfigRecord, int]:
     return cfg, conf, partition_of(context.node_config)
 
 
-def _model(cfg: Config, plan: Plan, data: FeatureSet, incoming: ArrayRecord) -> Any:
+def instruction_config(conf: ConfigRecord, node_config: Mapping[str, Any]) -> Config:
+    """The config an instruction describes, localized to this node; memoised per process.
+
+    The server sends the same YAML in every message of a run, so a Ray actor serving many
+    virtual clients parses and validates it once. The key is the YAML's SHA-256, the method,
+    ``proximal-mu`` and the node config; callers must treat the returned config as read-only.
+    """
+    text = str(conf[R.CFG_YAML])
+    method = str(conf[R.CFG_METHOD])
+    mu = float(conf.get(R.CFG_PROX, 0.0))  # type: ignore[arg-type]
+    key = (hashlib.sha256(text.encode()).hexdigest(), method, repr(mu),
+           repr(sorted((str(k), repr(v)) for k, v in node_config.items())))
+    with _LOCK:
+        if key in _CONFIGS:
+            _CONFIGS.move_to_end(key)
+            return _CONFIGS[key]
+    cfg = localize(config_from_yaml(text), node_config)
+    cfg.train.method = method  # type: ignore[assignment]
+    cfg.federation.proximal_mu = mu
+    with _LOCK:
+        _CONFIGS[key] = cfg
+        while len(_CONFIGS) > CONFIG_CACHE_SIZE:
+            _CONFIGS.popitem(last=False)
+    return cfg
+
+
+def _model(cfg: Config, plan: Plan, data: FeatureSet, incoming: dict[str, Any]) -> Any:
+    """A model holding the initial weights of ``cfg`` overwritten by ``incoming``.
+
+    Building the container costs more than copying weights, so a process keeps one model per
+    (config, feature dims) between messages (taken out of the cache while in use): every
+    parameter and buffer not in ``incoming`` is reset to its seeded initial value, so the result
+    equals ``build_model`` followed by ``load_state(incoming)``.
+    """
     from fedvida.models.container import FeatureDims, build_model, load_state
 
-    model = build_model(cfg, FeatureDims.from_features(data, len(plan.classes)))
-    load_state(model, R.arrays_to_state(incoming))
-    return model
+    dims = FeatureDims.from_features(data, len(plan.classes))
+    key = (id(cfg), dims)
+    with _LOCK:
+        cached = _MODELS.pop(key, None)
+    if cached is None or cached[0]() is not cfg:
+        model = build_model(cfg, dims)
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    else:
+        _, model, initial = cached
+        load_state(model, {k: v for k, v in initial.items() if k not in incoming})
+    load_state(model, incoming)
+    return model, (key, weakref.ref(cfg), model, initial)
+
+
+def _release(entry: tuple[Any, ...]) -> None:
+    """Put a model taken by `_model` back into the per-process cache."""
+    key, *value = entry
+    with _LOCK:
+        _MODELS[key] = tuple(value)
+        while len(_MODELS) > MODEL_CACHE_SIZE:
+            _MODELS.popitem(last=False)
 
 
 def train(msg: Message, context: Context) -> Message:
@@ -107,13 +169,12 @@ def train(msg: Message, context: Context) -> Message:
     cfg, conf, partition = _setup(msg, context)
     plan, data = local_features(cfg, partition)
     dictionary = dictionary_for(cfg, str(conf.get(R.CFG_DIGEST, "")))
-    incoming = msg.content.array_records[R.ARRAYS_KEY]
-    model = _model(cfg, plan, data, incoming)
+    incoming = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
+    model, entry = _model(cfg, plan, data, incoming)
     if LOCAL_STATE_KEY in context.state.array_records:  # parts that never leave this node
         load_state(model, R.arrays_to_state(context.state.array_records[LOCAL_STATE_KEY]))
-    mu = float(conf.get(R.CFG_PROX, 0.0))  # type: ignore[arg-type]
-    cfg.federation.proximal_mu = mu
-    proximal = R.arrays_to_state(incoming) if mu > 0 else None
+    mu = cfg.federation.proximal_mu
+    proximal = incoming if mu > 0 else None  # load_state copied it: still the global weights
     server_round = int(conf[R.CFG_ROUND])  # type: ignore[arg-type]
     fit_start = time.perf_counter()
     metrics = train_local(
@@ -125,6 +186,7 @@ def train(msg: Message, context: Context) -> Message:
     local = {k: v for k, v in model.state_dict().items() if k not in shared}
     if local:
         context.state[LOCAL_STATE_KEY] = R.state_to_arrays(local)
+    _release(entry)
     metrics = {**metrics, R.WEIGHT_KEY: int(metrics.get(R.WEIGHT_KEY, len(data.labels))),
                "partition-id": partition, "fit-seconds": fit_seconds,
                "client-seconds": time.perf_counter() - start}
@@ -138,8 +200,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg, conf, partition = _setup(msg, context)
     plan, data = local_features(cfg, partition)
     dictionary = dictionary_for(cfg, str(conf.get(R.CFG_DIGEST, "")))
-    model = _model(cfg, plan, data, msg.content.array_records[R.ARRAYS_KEY])
+    incoming = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
+    model, entry = _model(cfg, plan, data, incoming)
     metrics = evaluate_local(model, data, cfg, dictionary)
+    _release(entry)
     metrics = {**metrics, R.WEIGHT_KEY: int(len(data.labels)), "partition-id": partition}
     return Message(R.reply(None, metrics), reply_to=msg)
 

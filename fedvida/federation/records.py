@@ -44,10 +44,20 @@ def state_to_arrays(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
 
 
 def arrays_to_state(record: ArrayRecord) -> dict[str, torch.Tensor]:
-    """``ArrayRecord`` -> model tensors (copies, writable)."""
+    """``ArrayRecord`` -> model tensors (copies, writable).
+
+    ``Array.numpy()`` already decodes the serialized bytes into a new writable array, so the
+    tensors share memory with nothing else and no second copy is made.
+    """
     import torch
 
-    return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in record.items()}
+    out = {}
+    for k, v in record.items():
+        arr = v.numpy()
+        if not arr.flags.writeable:  # never the case for Flower 1.39's np.load; stay safe
+            arr = arr.copy()
+        out[k] = torch.from_numpy(arr)
+    return out
 
 
 def arrays_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:

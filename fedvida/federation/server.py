@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ class ServerEvaluator:
         self.plan, self.test = local_features(cfg, "test")
         self.dims = FeatureDims.from_features(self.test, len(self.plan.classes))
         self.dictionary = dictionary_for(cfg, digest)
+        self._models: dict[tuple[str, int], Any] = {}
 
     def initial_state(self, cfg: Config) -> dict[str, np.ndarray]:
         """The shared parts of a freshly built model (seeded by ``train.seed``)."""
@@ -102,7 +104,12 @@ class ServerEvaluator:
         from fedvida.models.container import build_model, load_state
         from fedvida.training.local import evaluate
 
-        model = build_model(cfg, self.dims)
+        # evaluation never changes the weights, so one model per (model config, seed) is reused:
+        # the arrays overwrite the shared parts, the others keep their seeded initial values
+        key = (cfg.section_hash("model"), cfg.train.seed)
+        if key not in self._models:
+            self._models[key] = build_model(cfg, self.dims)
+        model = self._models[key]
         load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
         return {k: float(v) for k, v in evaluate(model, self.test, cfg, self.dictionary).items()}
 
@@ -162,23 +169,39 @@ def run_method(
     base = {R.CFG_METHOD: method, R.CFG_EPOCHS: fed.local_epochs, R.CFG_DIGEST: digest,
             R.CFG_YAML: cfg.to_yaml()}
     minimum = min(fed.min_train_clients, len(nodes))
-    for rnd in range(start, fed.rounds + 1):
-        t0 = time.perf_counter()
-        outcome = run_round(strategy, grid, rnd, record, ConfigRecord(dict(base)),
-                            ConfigRecord(dict(base)), fed.client_timeout_s, minimum)
-        record = outcome.arrays
-        current = R.arrays_to_numpy(record)
+
+    def finish(rnd: int, outcome: RoundOutcome, current: dict[str, np.ndarray],
+               state: dict[str, np.ndarray], t0: float) -> None:
         server: dict[str, float] = {}
         e0 = time.perf_counter()
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
             server = evaluator(cfg, current)
         eval_seconds = time.perf_counter() - e0
-        save_checkpoint(folder, rnd, method, fed.strategy, current, strategy.state_arrays(),
-                        fed.keep_checkpoints)
+        save_checkpoint(folder, rnd, method, fed.strategy, current, state, fed.keep_checkpoints)
         line = round_line(method, rnd, outcome, server, time.perf_counter() - t0, eval_seconds)
+        line["finished_at"] = time.time()
         log.append(line)
         if on_round is not None:
             on_round({**line, "rounds": fed.rounds})
+
+    # Round r's server evaluation, checkpoint and log line run in a helper thread while the
+    # clients train round r + 1 (they only read round r's aggregate): the server's work overlaps
+    # the clients' instead of idling them. Lines, checkpoints and hooks keep round order (each
+    # waits for the previous), and a failure in them still ends the run.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedvida-round") as pool:
+        pending: Future[None] | None = None
+        for rnd in range(start, fed.rounds + 1):
+            t0 = time.perf_counter()
+            outcome = run_round(strategy, grid, rnd, record, ConfigRecord(dict(base)),
+                                ConfigRecord(dict(base)), fed.client_timeout_s, minimum)
+            record = outcome.arrays
+            current = R.arrays_to_numpy(record)
+            state = {k: np.array(v) for k, v in strategy.state_arrays().items()}
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(finish, rnd, outcome, current, state, t0)
+        if pending is not None:
+            pending.result()
 
 
 def round_line(method: str, rnd: int, out: RoundOutcome, server: dict[str, float],

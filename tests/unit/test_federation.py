@@ -322,3 +322,41 @@ def test_runlog_truncate_and_report(tmp_path: Path) -> None:
     assert "| video_only | 3 |" in report and "plots/accuracy.png" in report
     assert (tmp_path / "plots" / "accuracy.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "bytes.png").stat().st_size > 1000
+
+
+def test_client_model_cache_equals_a_fresh_build_under_partial_sharing() -> None:
+    from fedvida.data.partition import Plan
+    from fedvida.features.cache import FeatureSet
+    from fedvida.federation import client as C
+    from fedvida.models.container import FeatureDims, build_model, load_state
+
+    cfg = _cfg(shared_prefixes=["classifier"])
+    n, t = 2, 4
+    fs = FeatureSet(
+        relpaths=["a.mp4", "b.mp4"], labels=np.zeros(n, np.int64),
+        rgb=np.zeros((n, t, 8), np.float32), flow=np.zeros((n, t, 8), np.float32),
+        audio=np.zeros((n, t, 6), np.float32), audio_present=np.zeros(n, bool),
+        audio_reason=["withheld"] * n, tags=np.zeros((n, 527), np.float32),
+        rep_steps=np.zeros((n, t), bool), captions=["", ""],
+    )
+    plan = Plan(".", ["x", "y", "z"], [[]], [], [0.0], 0, "h")
+    fresh = build_model(cfg, FeatureDims.from_features(fs, 3))
+    rng = np.random.default_rng(0)
+
+    def incoming() -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(rng.standard_normal(tuple(v.shape)).astype(np.float32))
+                for k, v in fresh.state_dict().items() if k.startswith("classifier.")}
+
+    first, entry = C._model(cfg, plan, fs, incoming())
+    with torch.no_grad():  # local training changes every part, shared or not
+        for p in first.parameters():
+            p.add_(1.0)
+    C._release(entry)
+    second_in = incoming()
+    second, entry = C._model(cfg, plan, fs, second_in)
+    C._release(entry)
+    assert second is first  # the cached skeleton was reused...
+    expected = build_model(cfg, FeatureDims.from_features(fs, 3))
+    load_state(expected, second_in)
+    for key, value in expected.state_dict().items():  # ...and equals build + load, bit for bit
+        assert torch.equal(second.state_dict()[key], value), key
