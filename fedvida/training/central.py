@@ -132,7 +132,7 @@ def write_run(
     """Write config.yaml, metrics.json, metrics.csv, model-<method>.safetensors and PNGs."""
     from safetensors.torch import save_file
 
-    from fedvida.training.plots import plot_comparison, plot_confusions, plot_svdmap_sweep
+    from fedvida.reporting.central_plots import plot_comparison, plot_confusions, plot_svdmap_sweep
 
     (folder / "config.yaml").write_text(cfg.to_yaml())
     payload = {
