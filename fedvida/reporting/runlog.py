@@ -88,6 +88,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """Lines of a markdown table; floats with 3 decimals, anything else as ``str``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:.2f}"
 
@@ -104,28 +111,28 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
     out = [f"# {title or run_dir.name}: federated run", ""]
     out += ["Global model on the test split after the last round; bytes are serialized "
             "messages summed over all rounds (down = server to clients).", ""]
-    out.append("| method | rounds | " + " | ".join(cols)
-               + " | train loss | MB down | MB up | seconds | failures |")
-    out.append("|---" * (len(cols) + 7) + "|")
-    for m in methods:
-        f = final_metrics(log.rounds(m))
-        out.append(f"| {m} | {f['rounds']} | " + " | ".join(_fmt(f.get(c, "-")) for c in cols)
-                   + f" | {_fmt(f['train_loss'])} | {_mb(f['bytes_down'])} | {_mb(f['bytes_up'])}"
-                   f" | {f['seconds']:.1f} | {f['failures']} |")
+    final = [final_metrics(log.rounds(m)) for m in methods]
+    out += markdown_table(
+        ["method", "rounds", *cols, "train loss", "MB down", "MB up", "seconds", "failures"],
+        [[m, f["rounds"], *(f.get(c, "-") for c in cols), f["train_loss"], _mb(f["bytes_down"]),
+          _mb(f["bytes_up"]), f"{f['seconds']:.1f}", f["failures"]]
+         for m, f in zip(methods, final, strict=True)],
+    )
     out.append("")
     for name, path in plots.items():
         out += [f"![{name}]({path.relative_to(run_dir).as_posix()})", ""]
     for m in methods:
-        out += [f"## {m}", "", "| round | top1 | macro_f1 | train loss | clients ok | "
-                "MB down | MB up | seconds |", "|---|---|---|---|---|---|---|---|"]
+        out += [f"## {m}", ""]
+        rows = []
         for ln in log.rounds(m):
             s = ln.get("server") or {}
-            out.append(
-                f"| {ln['round']} | {_fmt(s.get('top1', '-'))} | {_fmt(s.get('macro_f1', '-'))}"
-                f" | {_fmt(ln.get('train', {}).get('train_loss', '-'))}"
-                f" | {ln.get('succeeded', 0)}/{ln.get('sampled', 0)}"
-                f" | {_mb(ln.get('bytes_down', 0))} | {_mb(ln.get('bytes_up', 0))}"
-                f" | {ln.get('seconds', 0.0):.2f} |")
+            rows.append([ln["round"], s.get("top1", "-"), s.get("macro_f1", "-"),
+                         ln.get("train", {}).get("train_loss", "-"),
+                         f"{ln.get('succeeded', 0)}/{ln.get('sampled', 0)}",
+                         _mb(ln.get("bytes_down", 0)), _mb(ln.get("bytes_up", 0)),
+                         f"{ln.get('seconds', 0.0):.2f}"])
+        out += markdown_table(["round", "top1", "macro_f1", "train loss", "clients ok",
+                               "MB down", "MB up", "seconds"], rows)
         fails = [f for ln in log.rounds(m) for f in ln.get("failures", [])]
         if fails:
             out += ["", f"{len(fails)} client failure(s), e.g.: "
