@@ -99,11 +99,10 @@ def write_comparison(
     folder: Path, rows: list[list[Any]], header: list[str], stage_seconds: dict[str, float]
 ) -> Path:
     """Write the comparison table as markdown + JSON beside the federated run's report."""
+    from fedvida.reporting.runlog import markdown_table
+
     folder.mkdir(parents=True, exist_ok=True)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = markdown_table(header, rows)
     stages = "\n".join(f"- {k}: {v:.1f} s" for k, v in stage_seconds.items())
     path = folder / "comparison.md"
     path.write_text(
@@ -154,14 +153,15 @@ def run_pipeline(
     if force or not demo_is_current(cfg):
         timer.run("demo data", lambda: stage(["data", "demo"]))
     else:
-        console.print(f"demo data: {cfg.demo.out} is current, reused", markup=False)
+        console.print(f"demo data: {cfg.demo.out} is current, reused", markup=False,
+                      soft_wrap=True)
     timer.run("partition", lambda: stage(["partition"]))
     timer.run("extraction", lambda: stage(["extract", "--all"]))
     if force or not dictionary_is_current(cfg):
         timer.run("dictionary", lambda: stage(["dictionary", "build"]))
     else:
         console.print(f"dictionary: {cfg.dictionary.out} is current and verified, reused",
-                      markup=False)
+                      markup=False, soft_wrap=True)
 
     from fedvida.federation.runner import run_federated
     from fedvida.training.central import run_central
