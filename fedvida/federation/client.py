@@ -17,7 +17,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message
@@ -36,13 +36,44 @@ Handler = Callable[[Message, Context], Message]
 _log = logging.getLogger("fedvida.client")
 FEATURE_CACHE_SIZE = 12  # partitions kept per process (~16 MB each on the demo; bounded for 1000)
 
-_LOCK = threading.Lock()
-_FEATURES: OrderedDict[tuple[str, ...], tuple[Plan, FeatureSet]] = OrderedDict()
-_PLANS: dict[tuple[str, ...], Plan] = {}
 CONFIG_CACHE_SIZE = 8  # parsed instruction configs kept per process
 MODEL_CACHE_SIZE = 2  # model skeletons kept per process (one per config and feature dims)
-_CONFIGS: OrderedDict[tuple[str, ...], Config] = OrderedDict()
-_MODELS: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
+
+
+class _Lru:
+    """A small thread-safe least-recently-used map (per-process caches of a Ray actor)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """The value (marked as just used), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def pop(self, key: Any) -> Any:
+        """Take the value out of the cache (None when absent)."""
+        with self._lock:
+            return self._items.pop(key, None)
+
+    def put(self, key: Any, value: Any) -> None:
+        """Store the value, dropping the least recently used beyond `size`."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_FEATURES = _Lru(FEATURE_CACHE_SIZE)  # (plan, cache, partition) -> (Plan, FeatureSet)
+_PLANS = _Lru(1)  # (plan file, mtime) -> Plan: a 1000-client plan is slow to parse
+_CONFIGS = _Lru(CONFIG_CACHE_SIZE)  # instruction -> Config
+_MODELS = _Lru(MODEL_CACHE_SIZE)  # (config id, dims) -> (config ref, model, initial state)
 
 
 def client_seed(seed: int, server_round: int, partition: int) -> int:
@@ -63,21 +94,15 @@ def local_features(cfg: Config, partition: int | str) -> tuple[Plan, FeatureSet]
     stamp = str(plan_path.stat().st_mtime_ns) if plan_path.is_file() else "missing"
     key = (str(plan_path.resolve()), stamp, str(Path(cfg.extract.cache_dir).resolve()),
            cfg.section_hash("extract", "partition"), str(partition))
-    with _LOCK:
-        if key in _FEATURES:
-            _FEATURES.move_to_end(key)
-            return _FEATURES[key]
-        plan = _PLANS.get(key[:2])
+    cached = _FEATURES.get(key)
+    if cached is not None:
+        return cast("tuple[Plan, FeatureSet]", cached)
+    plan = _PLANS.get(key[:2])
     if plan is None:  # one plan per (file, mtime): a 1000-client plan is slow to parse
         plan = Plan.load(plan_path)
-        with _LOCK:
-            _PLANS.clear()
-            _PLANS[key[:2]] = plan
+        _PLANS.put(key[:2], plan)
     data = load_features(cfg, plan, partition)
-    with _LOCK:
-        _FEATURES[key] = (plan, data)
-        while len(_FEATURES) > FEATURE_CACHE_SIZE:
-            _FEATURES.popitem(last=False)
+    _FEATURES.put(key, (plan, data))
     return plan, data
 
 
@@ -113,17 +138,13 @@ def instruction_config(conf: ConfigRecord, node_config: Mapping[str, Any]) -> Co
     mu = float(conf.get(R.CFG_PROX, 0.0))  # type: ignore[arg-type]
     key = (hashlib.sha256(text.encode()).hexdigest(), method, repr(mu),
            repr(sorted((str(k), repr(v)) for k, v in node_config.items())))
-    with _LOCK:
-        if key in _CONFIGS:
-            _CONFIGS.move_to_end(key)
-            return _CONFIGS[key]
+    cached = _CONFIGS.get(key)
+    if cached is not None:
+        return cast(Config, cached)
     cfg = localize(config_from_yaml(text), node_config)
     cfg.train.method = method  # type: ignore[assignment]
     cfg.federation.proximal_mu = mu
-    with _LOCK:
-        _CONFIGS[key] = cfg
-        while len(_CONFIGS) > CONFIG_CACHE_SIZE:
-            _CONFIGS.popitem(last=False)
+    _CONFIGS.put(key, cfg)
     return cfg
 
 
@@ -139,8 +160,7 @@ def _model(cfg: Config, plan: Plan, data: FeatureSet, incoming: dict[str, Any]) 
 
     dims = FeatureDims.from_features(data, len(plan.classes))
     key = (id(cfg), dims)
-    with _LOCK:
-        cached = _MODELS.pop(key, None)
+    cached = _MODELS.pop(key)
     if cached is None or cached[0]() is not cfg:
         model = build_model(cfg, dims)
         initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -154,10 +174,7 @@ def _model(cfg: Config, plan: Plan, data: FeatureSet, incoming: dict[str, Any]) 
 def _release(entry: tuple[Any, ...]) -> None:
     """Put a model taken by `_model` back into the per-process cache."""
     key, *value = entry
-    with _LOCK:
-        _MODELS[key] = tuple(value)
-        while len(_MODELS) > MODEL_CACHE_SIZE:
-            _MODELS.popitem(last=False)
+    _MODELS.put(key, tuple(value))
 
 
 def train(msg: Message, context: Context) -> Message:
