@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -242,7 +243,11 @@ def _run(specs: list[ClipSpec], root: Path, workers: int, progress: bool) -> Non
                 if bar and task is not None:
                     bar.advance(task)
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+            # spawn, not fork: the caller may already run threads (progress bars, torch, Ray),
+            # and a forked child can inherit one of their locks held and hang forever
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                     mp_context=ctx) as pool:
                 for _ in pool.map(write_clip, specs, [root] * len(specs), chunksize=2):
                     if bar and task is not None:
                         bar.advance(task)
