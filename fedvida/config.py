@@ -336,6 +336,104 @@ class FederationConfig(Section):
         return list(dict.fromkeys(self.methods)) if self.methods else [default]
 
 
+DpMode = Literal[
+    "off", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive", "local"
+]
+
+
+class DpConfig(Section):
+    """Differential privacy of the model updates (docs/privacy-and-communication.md).
+
+    Central modes add Gaussian noise to the aggregate (Flower's DP strategy wrappers), with the
+    update clipping done on the server (``server-*``) or by a client mod (``client-*``); adaptive
+    modes move the clipping norm towards a quantile of the update norms. ``local`` adds noise on
+    each client (Flower's ``LocalDpMod``).
+    """
+
+    mode: DpMode = "off"
+    noise_multiplier: float = Field(
+        1.0, ge=0.0, description="Central DP: noise std / clipping norm (per aggregate)."
+    )
+    clipping_norm: float = Field(
+        1.0, gt=0.0, description="L2 bound on each client's update (initial value if adaptive)."
+    )
+    target_delta: float | None = Field(
+        None, gt=0.0, lt=1.0, description="delta of the reported (epsilon, delta); None: 1/N^1.1."
+    )
+    target_clipped_quantile: float = Field(
+        0.5, ge=0.0, le=1.0, description="Adaptive clipping: share of updates left unclipped."
+    )
+    clip_norm_lr: float = Field(0.2, gt=0.0, description="Adaptive clipping: geometric step.")
+    clipped_count_stddev: float | None = Field(
+        None, ge=0.0, description="Adaptive clipping: noise on the unclipped count (None: n/20)."
+    )
+    local_epsilon: float = Field(
+        10.0, gt=0.0, description="Local DP: epsilon of one client's update per round."
+    )
+    local_delta: float = Field(1e-5, gt=0.0, lt=1.0, description="Local DP: delta per round.")
+    local_sensitivity: float = Field(
+        1.0, gt=0.0, description="Local DP: L2 sensitivity the noise is calibrated for."
+    )
+
+
+class SecAggConfig(Section):
+    """Secure aggregation (SecAgg+, Flower's implementation)."""
+
+    enabled: bool = False
+    num_shares: int = Field(
+        3, ge=3, description="Secret shares per client (odd; Flower's SecAgg+ crashes on even)."
+    )
+    reconstruction_threshold: int = Field(2, ge=2, description="Shares needed to unmask.")
+    clipping_range: float = Field(
+        8.0, gt=0.0, description="Values are clipped to +-this before quantisation."
+    )
+    quantization_range: int = Field(
+        4194304, ge=2, description="Quantisation levels over the clipping range."
+    )
+    modulus_range: int = Field(
+        4294967296, ge=2, description="Arithmetic modulus of the masked sums."
+    )
+    timeout_s: float | None = Field(None, gt=0.0, description="Per-stage timeout (None: none).")
+
+    @model_validator(mode="after")
+    def _shares(self) -> SecAggConfig:
+        if self.num_shares % 2 == 0:
+            raise ValueError(
+                f"num_shares must be odd (got {self.num_shares}; Flower's SecAgg+ fails on "
+                "an even number of shares)"
+            )
+        if self.reconstruction_threshold > self.num_shares:
+            raise ValueError("reconstruction_threshold must not exceed num_shares")
+        if self.modulus_range < self.quantization_range:
+            raise ValueError("modulus_range must be at least quantization_range")
+        return self
+
+
+class PrivacyConfig(Section):
+    """Privacy protection of the federated updates."""
+
+    dp: DpConfig = Field(default_factory=DpConfig)
+    secagg: SecAggConfig = Field(default_factory=SecAggConfig)
+
+
+Codec = Literal["none", "float16", "int8", "topk"]
+
+
+class CommunicationConfig(Section):
+    """Compression of the model arrays on the wire (docs/privacy-and-communication.md)."""
+
+    uplink: Codec = Field("none", description="Client -> server update codec.")
+    downlink: Literal["none", "float16"] = Field(
+        "none", description="Server -> client model codec."
+    )
+    topk_fraction: float = Field(
+        0.1, gt=0.0, le=1.0, description="top-k: share of each tensor's entries sent."
+    )
+    error_feedback: bool = Field(
+        True, description="Keep what compression dropped on the client and add it next round."
+    )
+
+
 class Config(Section):
     """The root of every fedvida configuration."""
 
@@ -348,6 +446,23 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    communication: CommunicationConfig = Field(default_factory=CommunicationConfig)
+
+    @model_validator(mode="after")
+    def _privacy_combinations(self) -> Config:
+        dp, secagg = self.privacy.dp, self.privacy.secagg
+        if secagg.enabled and dp.mode.startswith("server-"):
+            raise ValueError(
+                f"privacy.dp.mode: '{dp.mode}' clips on the server, which SecAgg+ prevents from "
+                "seeing single updates; use 'client-fixed' or 'client-adaptive' with SecAgg+"
+            )
+        if secagg.enabled and self.communication.uplink != "none":
+            raise ValueError(
+                "communication.uplink: SecAgg+ quantises and masks the update itself; "
+                "set uplink to 'none' when privacy.secagg.enabled is true"
+            )
+        return self
 
     def to_yaml(self) -> str:
         """Serialise the resolved config as YAML (paths as strings)."""
