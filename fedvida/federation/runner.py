@@ -61,6 +61,10 @@ def process_env(flwr_home: Path | None = None) -> dict[str, str]:
     spawns come from the same environment even when it is not activated (e.g. under ``make``).
     """
     env = {**os.environ, **FLOWER_ENV}
+    # a simulation run earlier in this process hands its config to its ServerApp through these;
+    # a deployed ServerApp must read run_config only, never a stale simulation's settings
+    for name in (ENV_CONFIG, ENV_OVERRIDES):
+        env.pop(name, None)
     env["FLWR_HOME"] = str(flwr_home or os.environ.get("FLWR_HOME") or Path(".flwr").resolve())
     bindir = str(Path(sys.executable).parent)
     if env.get("PATH", "").split(os.pathsep)[0] != bindir:
@@ -115,6 +119,7 @@ def simulate_config(
     from flwr.simulation import run_simulation
 
     flower_environment()
+    saved = {name: os.environ.get(name) for name in (ENV_CONFIG, ENV_OVERRIDES)}
     os.environ[ENV_CONFIG] = str(config_path)
     os.environ[ENV_OVERRIDES] = overrides
     if not verbose:
@@ -136,6 +141,11 @@ def simulate_config(
     finally:
         shutdown_ray()
         watch.stop_and_reap()
+        for name, value in saved.items():  # leave no run's settings to a later one
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def shutdown_ray() -> None:

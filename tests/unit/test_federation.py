@@ -7,18 +7,14 @@ milliseconds. The real pipeline runs in tests/integration/test_simulation.py.
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fed_helpers import LocalGrid, _initial, stand_in_client, task_identity  # noqa: F401
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedvida.config import Config
 from fedvida.errors import ConfigError
@@ -29,106 +25,12 @@ from fedvida.federation.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from fedvida.federation.client import client_seed, guarded
+from fedvida.federation.client import guarded
 from fedvida.federation.metering import message_bytes, object_tree_bytes
 from fedvida.federation.rounds import run_round
 from fedvida.federation.settings import localize, partition_of, split_overrides
 from fedvida.federation.strategy import make_strategy, sample_partitions
 from fedvida.reporting.runlog import RunLog, final_metrics, write_report
-
-Handler = Callable[[Message, Context], Message]
-
-
-@pytest.fixture(autouse=True)
-def _task_identity() -> None:
-    # what a ServerApp process has; needed to build Messages outside Flower
-    TaskIdentity.run_id = 7
-    TaskIdentity.node_id = 0
-    TaskIdentity.task_id = 1
-
-
-class LocalGrid:
-    """An in-process grid: every node runs a handler in a thread pool (2 workers)."""
-
-    def __init__(self, handlers: dict[int, Handler], seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self.node_ids = [int(x) for x in rng.integers(1, 2**62, size=len(handlers))]
-        self.handlers = dict(zip(self.node_ids, handlers.values(), strict=True))
-        self.contexts = {
-            n: Context(run_id=7, node_id=n, node_config={"partition-id": p},
-                       state=RecordDict(), run_config={})
-            for n, p in zip(self.node_ids, handlers, strict=True)
-        }
-        self.pool = ThreadPoolExecutor(max_workers=2)
-        self.futures: dict[str, Future[Message]] = {}
-        self.seen: list[Message] = []
-        self.lock = threading.Lock()
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.node_ids)
-
-    def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        ids = []
-        for msg in messages:
-            mid = str(uuid.uuid4())
-            msg.metadata.__dict__["_message_id"] = mid
-            node = msg.metadata.dst_node_id
-            self.futures[mid] = self.pool.submit(self._run, node, msg)
-            ids.append(mid)
-        return ids
-
-    def _run(self, node: int, msg: Message) -> Message:
-        try:
-            out = self.handlers[node](msg, self.contexts[node])
-        except Exception as exc:  # what Flower turns a raising ClientApp into
-            from flwr.app import Error
-
-            out = Message(Error(code=0, reason=f"{type(exc).__name__}:<'{exc}'>"), reply_to=msg)
-        with self.lock:
-            self.seen.append(out)
-        return out
-
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        done = [mid for mid in message_ids if mid in self.futures and self.futures[mid].done()]
-        return [self.futures.pop(mid).result() for mid in done]
-
-
-def _initial() -> dict[str, np.ndarray]:
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(6, 3)
-    return {f"classifier.{k}": v.detach().numpy().copy() for k, v in lin.state_dict().items()}
-
-
-def stand_in_client(fail: bool = False, sleep: float = 0.0) -> Handler:
-    """A client that trains a linear model on random data seeded by (seed, round, partition)."""
-
-    def handle(msg: Message, context: Context) -> Message:
-        if sleep:
-            time.sleep(sleep)
-        if fail:
-            raise RuntimeError("boom in /home/alice/cache/part_3.npy")
-        part = int(context.node_config["partition-id"])
-        conf = msg.content.config_records[R.CONFIG_KEY]
-        rnd = int(conf[R.CFG_ROUND])
-        seed = client_seed(0, rnd, part)
-        gen = torch.Generator().manual_seed(seed)
-        lin = torch.nn.Linear(6, 3)
-        state = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
-        lin.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
-        x = torch.randn(10 + part, 6, generator=gen)
-        y = torch.randint(0, 3, (10 + part,), generator=gen)
-        opt = torch.optim.SGD(lin.parameters(), lr=0.5)
-        loss = torch.nn.functional.cross_entropy(lin(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        out = {f"classifier.{k}": v for k, v in lin.state_dict().items()}
-        metrics = {R.WEIGHT_KEY: 10 + part, "train_loss": loss.item(), "partition-id": part}
-        if part % 2:  # clients may report different metric keys (e.g. no audio losses)
-            metrics["gen_loss"] = 0.5
-        return Message(R.reply(R.state_to_arrays(out), metrics), reply_to=msg)
-
-    return handle
 
 
 def _cfg(**fed: object) -> Config:
@@ -360,3 +262,17 @@ def test_client_model_cache_equals_a_fresh_build_under_partial_sharing() -> None
     load_state(expected, second_in)
     for key, value in expected.state_dict().items():  # ...and equals build + load, bit for bit
         assert torch.equal(second.state_dict()[key], value), key
+
+
+def test_flower_child_environment_never_carries_a_simulations_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a simulation earlier in the same process left its ServerApp settings in the environment
+    from fedvida.federation.runner import process_env
+    from fedvida.federation.settings import ENV_CONFIG, ENV_OVERRIDES
+
+    monkeypatch.setenv(ENV_CONFIG, "/elsewhere/config.yaml")
+    monkeypatch.setenv(ENV_OVERRIDES, "name=other;train.runs_dir=/elsewhere")
+    env = process_env(tmp_path / "flwr")
+    assert ENV_CONFIG not in env and ENV_OVERRIDES not in env
+    assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
