@@ -45,11 +45,15 @@ def _simulate(args: argparse.Namespace) -> int:
     name = args.name or (f"{cfg.name}-all" if args.all_methods else f"{cfg.name}-{methods[0]}")
     results = run_federated(cfg, methods, name, resume=args.resume, verbose=args.verbose)
     cols = ["top1", "macro_f1", "top1_with_audio", "top1_without_audio"]
+    private = any("epsilon" in r for r in results.values())
     rows = [[m, *(float(r.get(c, float("nan"))) for c in cols), r.get("bytes_down", 0) / 1e6,
-             r.get("bytes_up", 0) / 1e6, float(r.get("seconds", 0.0))]
+             r.get("bytes_up", 0) / 1e6, float(r.get("seconds", 0.0)),
+             *([float(r.get("epsilon", float("nan")))] if private else [])]
             for m, r in results.items()]
+    delta = next((r["delta"] for r in results.values() if "delta" in r), None)
     print_table("Federated results (global model, test split)",
-                ["method", *cols, "MB down", "MB up", "seconds"], rows)
+                ["method", *cols, "MB down", "MB up", "seconds",
+                 *([f"eps (delta {delta:.0e})"] if private else [])], rows)
     folder = args.resume or Path(cfg.train.runs_dir) / name
     console.print(f"run folder: {folder} (report.md, metrics.jsonl, plots/)")
     return 0

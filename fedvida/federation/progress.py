@@ -23,9 +23,11 @@ class RoundPrinter:
         fails = len(line.get("failures", []))
         fail_text = f"  [red]{fails} failed[/red]" if fails else ""
         skipped = "" if line.get("aggregated", True) else "  [yellow]not aggregated[/yellow]"
+        privacy = line.get("privacy")
+        eps = f"  eps {privacy['epsilon']:.3g}" if privacy else ""
         console.print(
             f"[bold]{line['method']}[/bold] round {line['round']}/{line.get('rounds', '?')}  "
             f"{top1}{f1}{loss_text}  clients {line.get('succeeded', 0)}/{line.get('sampled', 0)}"
             f"  down {_mb(line.get('bytes_down', 0))} up {_mb(line.get('bytes_up', 0))}"
-            f"  {line.get('seconds', 0.0):.1f}s{fail_text}{skipped}"
+            f"{eps}  {line.get('seconds', 0.0):.1f}s{fail_text}{skipped}"
         )

@@ -24,6 +24,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from fedvida.config import Config
+from fedvida.federation.privacy import DP_WEIGHT_KEY
 from fedvida.federation.records import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY
 
 
@@ -60,7 +61,7 @@ def weighted_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY) ->
         metrics = next(iter(content.metric_records.values()))
         w = float(metrics.get(weight_key, 1.0))  # type: ignore[arg-type]
         for key, value in metrics.items():
-            if key == weight_key or not isinstance(value, int | float):
+            if key in (weight_key, WEIGHT_KEY, DP_WEIGHT_KEY) or not isinstance(value, int | float):
                 continue
             sums[key] = sums.get(key, 0.0) + w * float(value)
             weights[key] = weights.get(key, 0.0) + w
