@@ -30,6 +30,13 @@ CFG_DIGEST = "dictionary-digest"
 CFG_YAML = "fedvida-config"
 CFG_PROX = "proximal-mu"
 
+# A compressed reply (fedvida.federation.compression) carries shared tensor ``k`` as derived
+# arrays ``k::<part>``; `check_reply` counts them as ``k``.
+CODEC_SEP = "::"
+CODEC_SUFFIXES = frozenset(
+    {"f16", "d-f16", "d-f32", "d-i8", "d-i8-affine", "d-topk-idx", "d-topk-val"}
+)
+
 if TYPE_CHECKING:
     import torch
 
@@ -102,18 +109,25 @@ def sanitize_reason(text: str, limit: int = 300) -> str:
     return _PATH_RE.sub("<path>", first)[:limit]
 
 
+def shared_key(key: str) -> str:
+    """The tensor an array key stands for: ``k`` for ``k`` and for a derived ``k::<part>``."""
+    base, sep, part = key.rpartition(CODEC_SEP)
+    return base if sep and part in CODEC_SUFFIXES else key
+
+
 def check_reply(content: RecordDict, allowed_arrays: Iterable[str]) -> list[str]:
     """Privacy boundary: list what in a client reply is not allowed (empty list = fine).
 
-    Allowed: at most one ``ArrayRecord`` whose keys are all in ``allowed_arrays``, one
-    ``MetricRecord`` of numbers, and no ``ConfigRecord`` (no strings, so no paths or captions).
+    Allowed: at most one ``ArrayRecord`` whose keys are all in ``allowed_arrays`` (or encoded
+    parts ``k::<part>`` of such a key, see `shared_key`), one ``MetricRecord`` of numbers, and
+    no ``ConfigRecord`` (no strings, so no paths or captions).
     """
     allowed = set(allowed_arrays)
     bad: list[str] = []
     if content.config_records:
         bad.append(f"config records {sorted(content.config_records)}")
     for name, rec in content.array_records.items():
-        extra = sorted(set(rec.keys()) - allowed)
+        extra = sorted(k for k in rec if shared_key(k) not in allowed)
         if extra:
             bad.append(f"array record '{name}' has non-shared keys {extra[:3]}")
     for name, met in content.metric_records.items():
