@@ -357,8 +357,8 @@ class DpConfig(Section):
     clipping_norm: float = Field(
         1.0, gt=0.0, description="L2 bound on each client's update (initial value if adaptive)."
     )
-    target_delta: float | None = Field(
-        None, gt=0.0, lt=1.0, description="delta of the reported (epsilon, delta); None: 1/N^1.1."
+    target_delta: float = Field(
+        1e-5, gt=0.0, lt=1.0, description="delta at which the cumulative epsilon is reported."
     )
     target_clipped_quantile: float = Field(
         0.5, ge=0.0, le=1.0, description="Adaptive clipping: share of updates left unclipped."
@@ -371,8 +371,15 @@ class DpConfig(Section):
         10.0, gt=0.0, description="Local DP: epsilon of one client's update per round."
     )
     local_delta: float = Field(1e-5, gt=0.0, lt=1.0, description="Local DP: delta per round.")
-    local_sensitivity: float = Field(
-        1.0, gt=0.0, description="Local DP: L2 sensitivity the noise is calibrated for."
+    local_sensitivity: float | None = Field(
+        None, gt=0.0,
+        description="Local DP: L2 sensitivity the noise is calibrated for (None: 2 x "
+        "clipping_norm, any two clipped updates of one client).",
+    )
+    noise_seed: int | None = Field(
+        None,
+        description="Seed of the DP noise (None: fresh OS entropy each round). A known seed "
+        "lets anyone who knows it remove the noise: for reproducible studies only.",
     )
 
 
@@ -393,7 +400,9 @@ class SecAggConfig(Section):
     modulus_range: int = Field(
         4294967296, ge=2, description="Arithmetic modulus of the masked sums."
     )
-    timeout_s: float | None = Field(None, gt=0.0, description="Per-stage timeout (None: none).")
+    timeout_s: float | None = Field(
+        None, gt=0.0, description="Per-stage timeout (None: federation.client_timeout_s)."
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> SecAggConfig:
@@ -402,11 +411,28 @@ class SecAggConfig(Section):
                 f"num_shares must be odd (got {self.num_shares}; Flower's SecAgg+ fails on "
                 "an even number of shares)"
             )
-        if self.reconstruction_threshold > self.num_shares:
-            raise ValueError("reconstruction_threshold must not exceed num_shares")
-        if self.modulus_range < self.quantization_range:
-            raise ValueError("modulus_range must be at least quantization_range")
+        if self.reconstruction_threshold >= self.num_shares:
+            raise ValueError(
+                f"reconstruction_threshold must be less than num_shares (got "
+                f"{self.reconstruction_threshold} >= {self.num_shares}; Flower's SecAgg+ "
+                "rejects it)"
+            )
+        if self.modulus_range <= self.quantization_range:
+            raise ValueError("modulus_range must be greater than quantization_range")
+        if self.modulus_range & (self.modulus_range - 1):
+            raise ValueError(f"modulus_range must be a power of 2 (got {self.modulus_range})")
         return self
+
+    def round_problem(self, sampled: int) -> str:
+        """Why SecAgg+ cannot run with ``sampled`` clients per round (``""`` when it can)."""
+        if self.num_shares > sampled:
+            return (f"privacy.secagg.num_shares: {self.num_shares} shares need at least "
+                    f"{self.num_shares} clients per round, but {sampled} are sampled")
+        if sampled * self.quantization_range >= self.modulus_range:
+            return (f"privacy.secagg.modulus_range: the masked sum of {sampled} clients needs "
+                    f"{sampled} x quantization_range ({self.quantization_range}) < modulus_range "
+                    f"({self.modulus_range})")
+        return ""
 
 
 class PrivacyConfig(Section):
@@ -457,11 +483,36 @@ class Config(Section):
                 f"privacy.dp.mode: '{dp.mode}' clips on the server, which SecAgg+ prevents from "
                 "seeing single updates; use 'client-fixed' or 'client-adaptive' with SecAgg+"
             )
+        if dp.mode in {"server-fixed", "client-fixed", "server-adaptive", "client-adaptive"} \
+                and self.federation.strategy == "fedadam":
+            raise ValueError(
+                f"privacy.dp.mode: central DP noise ('{dp.mode}') is calibrated for averaged "
+                "updates; use federation.strategy fedavg or fedprox, not fedadam"
+            )
+        if secagg.enabled and self.communication.downlink != "none":
+            raise ValueError(
+                "communication.downlink: SecAgg+ rounds send the global model uncompressed; "
+                "set downlink to 'none' when privacy.secagg.enabled is true"
+            )
         if secagg.enabled and self.communication.uplink != "none":
             raise ValueError(
                 "communication.uplink: SecAgg+ quantises and masks the update itself; "
                 "set uplink to 'none' when privacy.secagg.enabled is true"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _secagg_federation(self) -> Config:
+        secagg, fed = self.privacy.secagg, self.federation
+        if not secagg.enabled:
+            return self
+        n = self.partition.num_clients  # the run checks again against the connected nodes
+        sampled = min(n, max(int(n * fed.fraction_train), fed.min_train_clients))
+        problem = secagg.round_problem(sampled)
+        if problem:
+            raise ValueError(f"{problem} (partition.num_clients={n}, federation.fraction_train="
+                             f"{fed.fraction_train:g}, federation.min_train_clients="
+                             f"{fed.min_train_clients})")
         return self
 
     def to_yaml(self) -> str:

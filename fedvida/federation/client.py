@@ -24,6 +24,7 @@ from flwr.app import ConfigRecord, Context, Message
 
 from fedvida.config import Config
 from fedvida.federation import records as R
+from fedvida.federation.privacy import CENTRAL_MODES, DP_WEIGHT_KEY
 from fedvida.federation.settings import config_from_yaml, localize, partition_of
 
 if TYPE_CHECKING:
@@ -179,7 +180,10 @@ def _release(entry: tuple[Any, ...]) -> None:
 
 def train(msg: Message, context: Context) -> Message:
     """Handle a train message: local training from the global arrays, reply with the update."""
-    from fedvida.models.container import load_state, select_state
+    import torch
+
+    from fedvida.federation import nodestate
+    from fedvida.models.container import PREFIXES, load_state, select_state
     from fedvida.training.local import train_local
 
     start = time.perf_counter()
@@ -188,11 +192,18 @@ def train(msg: Message, context: Context) -> Message:
     dictionary = dictionary_for(cfg, str(conf.get(R.CFG_DIGEST, "")))
     incoming = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
     model, entry = _model(cfg, plan, data, incoming)
-    if LOCAL_STATE_KEY in context.state.array_records:  # parts that never leave this node
-        load_state(model, R.arrays_to_state(context.state.array_records[LOCAL_STATE_KEY]))
+    server_round = int(conf[R.CFG_ROUND])  # type: ignore[arg-type]
+    # parts that never leave this node, per method: from Context.state, or after a resume
+    # (new run, empty state) from the node's own files (fedvida.federation.nodestate)
+    local_key = f"{LOCAL_STATE_KEY}:{cfg.train.method}"
+    kept = context.state.array_records.get(local_key)
+    partial = not set(PREFIXES) <= set(cfg.federation.shared_prefixes)
+    local_in = (R.arrays_to_numpy(kept) if kept is not None else nodestate.load_state(
+        cfg, context.node_config, partition, nodestate.LOCAL, server_round) if partial else None)
+    if local_in:
+        load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in local_in.items()})
     mu = cfg.federation.proximal_mu
     proximal = incoming if mu > 0 else None  # load_state copied it: still the global weights
-    server_round = int(conf[R.CFG_ROUND])  # type: ignore[arg-type]
     fit_start = time.perf_counter()
     metrics = train_local(
         model, data, cfg, dictionary, epochs=int(conf[R.CFG_EPOCHS]),  # type: ignore[arg-type]
@@ -202,16 +213,25 @@ def train(msg: Message, context: Context) -> Message:
     shared = select_state(model, cfg.federation.shared_prefixes)
     local = {k: v for k, v in model.state_dict().items() if k not in shared}
     if local:
-        context.state[LOCAL_STATE_KEY] = R.state_to_arrays(local)
+        context.state[local_key] = R.state_to_arrays(local)
+        nodestate.save_state(cfg, context.node_config, partition, nodestate.LOCAL, server_round,
+                             {k: v.detach().cpu().numpy() for k, v in local.items()})
     _release(entry)
     metrics = {**metrics, R.WEIGHT_KEY: int(metrics.get(R.WEIGHT_KEY, len(data.labels))),
                "partition-id": partition, "fit-seconds": fit_seconds,
                "client-seconds": time.perf_counter() - start}
+    if cfg.privacy.dp.mode in CENTRAL_MODES:  # central DP averages clipped updates uniformly
+        metrics[DP_WEIGHT_KEY] = 1
     return Message(R.reply(R.state_to_arrays(shared), metrics), reply_to=msg)
 
 
 def evaluate(msg: Message, context: Context) -> Message:
-    """Handle an evaluate message: the global model on this client's local data."""
+    """Handle an evaluate message: the global model on this client's local data.
+
+    Under partial sharing the model evaluated is this node's own: the global shared parts with
+    the parts it keeps (as trained in its last round), not their initial values.
+    """
+    from fedvida.models.container import load_state
     from fedvida.training.local import evaluate as evaluate_local
 
     cfg, conf, partition = _setup(msg, context)
@@ -219,6 +239,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     dictionary = dictionary_for(cfg, str(conf.get(R.CFG_DIGEST, "")))
     incoming = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
     model, entry = _model(cfg, plan, data, incoming)
+    kept = context.state.array_records.get(f"{LOCAL_STATE_KEY}:{cfg.train.method}")
+    if kept is not None:
+        load_state(model, R.arrays_to_state(kept))
     metrics = evaluate_local(model, data, cfg, dictionary)
     _release(entry)
     metrics = {**metrics, R.WEIGHT_KEY: int(len(data.labels)), "partition-id": partition}

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+from fedvida.federation.compression import compress_broadcast, decode_replies
 from fedvida.federation.metering import Traffic, message_bytes, object_tree_bytes
 from fedvida.federation.records import sanitize_reason
 from fedvida.federation.strategy import MeteredStrategy
@@ -46,6 +47,13 @@ class Exchange:
     traffic: Traffic
     seconds: float
     per_client: dict[int, dict[str, float]] = field(default_factory=dict)
+    # fields this exchange sets in the round's metrics.jsonl line (SecAgg+: its stages)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# what sends a round's train messages and collects the replies: `exchange`, or SecAgg+'s
+# `fedvida.federation.secagg.SecureExchange` (same arguments, same result)
+ExchangeFn = Callable[[Grid, Iterable[Message], dict[int, int], float], Exchange]
 
 
 def exchange(
@@ -142,22 +150,31 @@ def run_round(
     evaluate_config: ConfigRecord,
     timeout: float,
     min_results: int,
+    train_exchange: ExchangeFn | None = None,
 ) -> RoundOutcome:
     """Train (and optionally evaluate on clients) one round; aggregate if enough results came.
 
     A round with fewer than ``min_results`` successful replies keeps the previous global model
-    (``aggregated`` is False) and the failures are recorded; the run goes on.
+    (``aggregated`` is False) and the failures are recorded; the run goes on. ``train_exchange``
+    replaces the plain `exchange` of the train messages (SecAgg+).
     """
     nodes = strategy.node_to_partition
     strategy.rejected = []
     strategy.expect(arrays)
-    messages = strategy.configure_train(server_round, arrays, train_config, grid)
-    train = exchange(grid, messages, nodes, timeout)
+    # the downlink codec (communication.downlink) encodes the broadcast after the strategy (and
+    # any DP wrapper) configured it from the float32 global model
+    messages = compress_broadcast(
+        strategy.configure_train(server_round, arrays, train_config, grid))
+    train = (train_exchange or exchange)(grid, messages, nodes, timeout)
     ok = [r for r in train.replies if not r.has_error()]
     new_arrays, metrics = arrays, MetricRecord()
     aggregated = False
     if len(ok) >= min_results:
-        agg, agg_metrics = strategy.aggregate_train(server_round, train.replies)
+        # compressed updates (metered as they arrived) become float32 weights with the shared
+        # keys before the strategy sees them: broadcast weights + decoded update
+        replies, undecodable = decode_replies(train.replies, arrays, nodes)
+        strategy.rejected.extend(undecodable)
+        agg, agg_metrics = strategy.aggregate_train(server_round, replies)
         valid = len(ok) - len(strategy.rejected)
         if agg is not None and valid >= min_results:
             new_arrays, aggregated = agg, True
@@ -168,7 +185,8 @@ def run_round(
     evaluation: Exchange | None = None
     eval_metrics: dict[str, float] = {}
     if strategy.fraction_evaluate > 0:
-        messages = strategy.configure_evaluate(server_round, new_arrays, evaluate_config, grid)
+        messages = compress_broadcast(
+            strategy.configure_evaluate(server_round, new_arrays, evaluate_config, grid))
         evaluation = exchange(grid, messages, nodes, timeout)
         evaluation.per_client = client_metrics(evaluation.replies, nodes)
         agg_eval = strategy.aggregate_evaluate(server_round, evaluation.replies)

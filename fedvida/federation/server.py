@@ -23,8 +23,11 @@ from fedvida.config import Config
 from fedvida.errors import FedvidaError
 from fedvida.federation import records as R
 from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint, save_checkpoint
+from fedvida.federation.compression import describe, instruction_keys
 from fedvida.federation.metering import Traffic
+from fedvida.federation.privacy import privatize
 from fedvida.federation.rounds import RoundOutcome, exchange, run_round
+from fedvida.federation.secagg import secure_exchange
 from fedvida.federation.settings import run_dir
 from fedvida.federation.strategy import make_strategy
 from fedvida.reporting.runlog import RunLog, final_metrics, write_report
@@ -158,6 +161,10 @@ def run_method(
     folder = checkpoint_dir(log.run_dir, method)
     strategy = make_strategy(cfg, len(nodes))
     strategy.setup_nodes(nodes, cfg.train.seed)
+    strategy = privatize(strategy, cfg, len(nodes))
+    # privacy.secagg: the train step of every round runs SecAgg+ (checked against the nodes)
+    secure = (secure_exchange(cfg, evaluator.plan, strategy, len(nodes))
+              if cfg.privacy.secagg.enabled else None)
     arrays = evaluator.initial_state(cfg)
     start = 1
     ckpt = latest_checkpoint(folder)
@@ -167,11 +174,12 @@ def run_method(
     log.truncate(method, start - 1)
     record = R.numpy_to_arrays(arrays)
     base = {R.CFG_METHOD: method, R.CFG_EPOCHS: fed.local_epochs, R.CFG_DIGEST: digest,
-            R.CFG_YAML: cfg.to_yaml()}
+            R.CFG_YAML: cfg.to_yaml(), **instruction_keys(cfg.communication)}
+    communication = describe(cfg.communication, fed.shared_prefixes)
     minimum = min(fed.min_train_clients, len(nodes))
 
     def finish(rnd: int, outcome: RoundOutcome, current: dict[str, np.ndarray],
-               state: dict[str, np.ndarray], t0: float) -> None:
+               state: dict[str, np.ndarray], t0: float, privacy: dict[str, Any] | None) -> None:
         server: dict[str, float] = {}
         e0 = time.perf_counter()
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
@@ -179,6 +187,9 @@ def run_method(
         eval_seconds = time.perf_counter() - e0
         save_checkpoint(folder, rnd, method, fed.strategy, current, state, fed.keep_checkpoints)
         line = round_line(method, rnd, outcome, server, time.perf_counter() - t0, eval_seconds)
+        line["communication"] = communication  # codecs and shared model parts of the bytes
+        if privacy is not None:
+            line["privacy"] = privacy
         line["finished_at"] = time.time()
         log.append(line)
         if on_round is not None:
@@ -193,13 +204,15 @@ def run_method(
         for rnd in range(start, fed.rounds + 1):
             t0 = time.perf_counter()
             outcome = run_round(strategy, grid, rnd, record, ConfigRecord(dict(base)),
-                                ConfigRecord(dict(base)), fed.client_timeout_s, minimum)
+                                ConfigRecord(dict(base)), fed.client_timeout_s, minimum,
+                                train_exchange=secure)
             record = outcome.arrays
             current = R.arrays_to_numpy(record)
             state = {k: np.array(v) for k, v in strategy.state_arrays().items()}
+            privacy = strategy.privacy_report() if hasattr(strategy, "privacy_report") else None
             if pending is not None:
                 pending.result()
-            pending = pool.submit(finish, rnd, outcome, current, state, t0)
+            pending = pool.submit(finish, rnd, outcome, current, state, t0, privacy)
         if pending is not None:
             pending.result()
 
@@ -224,6 +237,7 @@ def round_line(method: str, rnd: int, out: RoundOutcome, server: dict[str, float
         "failures": out.train.failures, "train": out.train_metrics, "server": server,
         "clients": {str(k): v for k, v in out.train.per_client.items()},
     }
+    line.update(out.train.extra)  # SecAgg+: sampled clients and bytes per protocol stage
     if out.evaluate is not None:
         line["client_eval"] = out.evaluate_metrics
     return line

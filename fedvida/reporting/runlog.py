@@ -79,7 +79,16 @@ def final_metrics(lines: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes_up": int(sum(ln.get("bytes_up", 0) for ln in lines)),
         "failures": int(sum(len(ln.get("failures", [])) for ln in lines)),
         "train_loss": float(lines[-1].get("train", {}).get("train_loss", float("nan"))),
+        **_privacy_summary(lines[-1].get("privacy")),
     }
+
+
+def _privacy_summary(privacy: dict[str, Any] | None) -> dict[str, Any]:
+    """``epsilon`` / ``delta`` / ``dp_mode`` of a run's last line (empty without DP)."""
+    if not privacy:
+        return {}
+    return {"epsilon": float(privacy["epsilon"]), "delta": float(privacy["delta"]),
+            "dp_mode": str(privacy["mode"])}
 
 
 def _fmt(value: Any) -> str:
@@ -97,6 +106,39 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:.2f}"
+
+
+def _communication_table(log: RunLog, methods: list[str]) -> list[str]:
+    """Which model parts travelled and how they were encoded (lines' ``communication``)."""
+    rows = []
+    for m in methods:
+        lines = log.rounds(m)
+        comm = lines[-1].get("communication") if lines else None
+        if not comm:
+            continue
+        uplink = str(comm["uplink"])
+        if uplink == "topk":
+            uplink += f" {float(comm['topk_fraction']):g}"
+        if uplink != "none":
+            uplink += " + error feedback" if comm.get("error_feedback") else ""
+        n = len(lines)
+        rows.append([m, ", ".join(comm["shared_prefixes"]), uplink, comm["downlink"],
+                     _mb(sum(ln.get("bytes_down", 0) for ln in lines) / n),
+                     _mb(sum(ln.get("bytes_up", 0) for ln in lines) / n)])
+    if not rows:
+        return []
+    out = ["Communication: the model parts that travel (the others stay on each client) and "
+           "the codecs; MB per round, averaged over the rounds.", "",
+           *markdown_table(["method", "shared parts", "uplink", "downlink", "MB down / round",
+                            "MB up / round"], rows), ""]
+    partial = [r[0] for r in rows if "classifier" not in r[1].split(", ")]
+    if partial:
+        out += [f"Partial sharing ({', '.join(partial)}): the server never holds the parts "
+                "kept on the clients and evaluates its global model with their *initial* "
+                "values, so its top-1 there says little about the clients' own models; use "
+                "federated evaluation (`federation.fraction_evaluate`, `client_eval` in "
+                "metrics.jsonl) for those.", ""]
+    return out
 
 
 def write_report(run_dir: Path, title: str | None = None) -> Path:
@@ -119,20 +161,36 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
          for m, f in zip(methods, final, strict=True)],
     )
     out.append("")
+    private = [(m, log.rounds(m)[-1]["privacy"]) for m in methods
+               if log.rounds(m)[-1].get("privacy")]
+    if private:
+        out += ["Differential privacy: cumulative client-level (epsilon, delta) after the last "
+                f"round ({private[0][1]['accounting']}).", ""]
+        out += markdown_table(
+            ["method", "mode", "noise multiplier", "clipping norm", "releases", "epsilon",
+             "delta"],
+            [[m, p["mode"], float(p["noise_multiplier"]), float(p["clipping_norm"]),
+              p["releases"], float(p["epsilon"]), f"{p['delta']:.0e}"] for m, p in private],
+        )
+        out.append("")
+    out += _communication_table(log, methods)
     for name, path in plots.items():
         out += [f"![{name}]({path.relative_to(run_dir).as_posix()})", ""]
     for m in methods:
         out += [f"## {m}", ""]
         rows = []
+        with_dp = any(ln.get("privacy") for ln in log.rounds(m))
         for ln in log.rounds(m):
             s = ln.get("server") or {}
+            eps = [float(ln["privacy"]["epsilon"]) if ln.get("privacy") else "-"] if with_dp else []
             rows.append([ln["round"], s.get("top1", "-"), s.get("macro_f1", "-"),
                          ln.get("train", {}).get("train_loss", "-"),
                          f"{ln.get('succeeded', 0)}/{ln.get('sampled', 0)}",
                          _mb(ln.get("bytes_down", 0)), _mb(ln.get("bytes_up", 0)),
-                         f"{ln.get('seconds', 0.0):.2f}"])
+                         f"{ln.get('seconds', 0.0):.2f}", *eps])
         out += markdown_table(["round", "top1", "macro_f1", "train loss", "clients ok",
-                               "MB down", "MB up", "seconds"], rows)
+                               "MB down", "MB up", "seconds", *(["epsilon"] if with_dp else [])],
+                              rows)
         fails = [f for ln in log.rounds(m) for f in ln.get("failures", [])]
         if fails:
             out += ["", f"{len(fails)} client failure(s), e.g.: "

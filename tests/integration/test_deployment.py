@@ -3,6 +3,9 @@
 Certificates and node keys are generated in the test; the run goes through `flwr run . <conn>
 --stream` with the connection in a test FLWR_HOME, exactly as documented in docs/deployment.md.
 Each message starts a fresh `flwr-clientapp` process (torch import): two rounds, one method.
+Then, on the same SuperLink, a third SuperNode joins and one round runs with SecAgg+ (three
+shares need three clients per round): four protocol stages per node, metered and checked
+against the wire like the first run.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
 ) -> None:
     # Arrange: certificates, node keys, the flwr connection, free ports
     certs = write_certificates(tmp_path / "certs")
-    keys = write_node_keys(tmp_path / "certs", 2)
+    keys = write_node_keys(tmp_path / "certs", 3)
     home = tmp_path / "flwr"
     control, fleet = _free_port(), _free_port()
     write_connection(home, "fedvida", f"127.0.0.1:{control}", certs.ca_cert)
@@ -79,6 +82,10 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
     cfg.federation.client_timeout_s = 240
     config_path = tmp_path / "config.yaml"
     config_path.write_text(cfg.to_yaml())
+    secure = cfg.model_copy(deep=True)  # the second run: SecAgg+, one round, three clients
+    secure.name, secure.federation.rounds, secure.privacy.secagg.enabled = "secagg", 1, True
+    secure_path = tmp_path / "secagg.yaml"
+    secure_path.write_text(secure.to_yaml())
     procs: list[subprocess.Popen[bytes]] = []
     # The SuperNodes reach the Fleet API through a loopback relay that counts the bytes on the
     # wire (TLS end to end: the relay only copies bytes; the certificate's SAN 127.0.0.1 matches)
@@ -106,7 +113,7 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
                                   capture_output=True, text=True, timeout=60)
             assert "registered successfully" in done.stdout, done.stdout + done.stderr
         tap.start()
-        for k, (private, _) in enumerate(keys):
+        for k, (private, _) in enumerate(keys[:2]):
             start(supernode_command(k, superlink=f"127.0.0.1:{tap.address[1]}",
                                     port=_free_port(),
                                     data_dir=cfg.partition.plan.parent, ca_cert=certs.ca_cert,
@@ -114,9 +121,18 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
         # Act: flwr run with the config path, streaming the ServerApp's log
         run = subprocess.run(run_command("fedvida", config_path, app_dir=PROJECT), cwd=PROJECT,
                              env=env, capture_output=True, text=True, timeout=480)
+        wire = tap.snapshot()  # the first run's bytes; the SecAgg+ run adds its own
+        # Act 2: a third SuperNode joins (through the relay too), then a SecAgg+ run
+        start(supernode_command(2, superlink=f"127.0.0.1:{tap.address[1]}", port=_free_port(),
+                                data_dir=cfg.partition.plan.parent, ca_cert=certs.ca_cert,
+                                auth_key=keys[2][0]), tmp_path / "supernode2.log")
+        _wait_for(tmp_path / "supernode2.log", "SuperNode ID", 60)
+        secure_run = subprocess.run(run_command("fedvida", secure_path, app_dir=PROJECT),
+                                    cwd=PROJECT, env=env, capture_output=True, text=True,
+                                    timeout=480)
     finally:
         _stop(procs)
-        wire = tap.stop()
+        wire_all = tap.stop()
     # Assert: two aggregated rounds with both SuperNodes, metered, reported
     lines = RunLog(tmp_path / "runs" / "deployed").read()
     assert [ln["round"] for ln in lines] == [1, 2], run.stdout[-3000:] + run.stderr[-2000:]
@@ -143,4 +159,25 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
     assert wire.down >= down + 2 * fab, counts
     assert 0.9 <= down / (wire.down - 2 * fab) <= 1.0, counts
     assert 0.85 <= up / wire.up <= 1.5, counts
+    print(counts)
+    # Assert: the SecAgg+ round: three clients, four metered stages, the same local training
+    secure_lines = RunLog(tmp_path / "runs" / "secagg").read()
+    assert len(secure_lines) == 1, secure_run.stdout[-3000:] + secure_run.stderr[-2000:]
+    line = secure_lines[0]
+    assert line["aggregated"] and line["failures"] == [] and line["succeeded"] == 3
+    stages = line["secagg"]["stages"]
+    assert line["secagg"]["completed"] and line["sampled"] == 3 and line["messages_down"] == 12
+    assert line["bytes_up"] == sum(s["bytes_up"] for s in stages.values())
+    assert line["bytes_down"] == sum(s["bytes_down"] for s in stages.values())
+    for part in ("0", "1"):  # round 1 from the same model and seed: the same update as before
+        assert line["clients"][part]["train_loss"] == lines[0]["clients"][part]["train_loss"]
+    assert "gt_audio round 1/1" in secure_run.stdout
+    # its wire: three nodes fetch the app once each; the masked vectors (random int64, twice
+    # the float32 update) are never skipped by the object store
+    down2, up2 = wire_all.down - wire.down, wire_all.up - wire.up
+    counts = (f"SecAgg+: wire down {down2} up {up2}, metered down {line['bytes_down']} up "
+              f"{line['bytes_up']}, stages {stages}")
+    assert wire_all.refused == 0 and down2 >= line["bytes_down"] + 3 * fab, counts
+    assert 0.9 <= line["bytes_down"] / (down2 - 3 * fab) <= 1.0, counts
+    assert 0.9 <= line["bytes_up"] / up2 <= 1.1, counts
     print(counts)
