@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fedvida.commands.train",
     "fedvida.commands.simulate",
     "fedvida.commands.deploy",
+    "fedvida.commands.sweep",
 )
 
 

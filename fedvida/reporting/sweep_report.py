@@ -1,0 +1,496 @@
+"""The report of a sweep: ``summary.json``, ``report.md`` and PNG plots, read from the cells.
+
+Everything is read back from the cells' ``metrics.jsonl`` (server metrics, bytes, the
+``privacy`` record of each round), their plans and their ``evaluations.json``, so the report can
+be rewritten at any time (after every cell, or with ``fedvida sweep --report-only``) and always
+shows what is on disk. Besides the per-cell table every sweep has, ``report.kind`` adds:
+
+* ``privacy``: accuracy against the cumulative (epsilon, delta) after the last round, per method,
+  noise multiplier and clipping norm; cells without DP are the "no DP" rows (epsilon infinite);
+* ``communication``: accuracy against cumulative bytes (down + up), the bytes and round at which
+  a target accuracy was first reached, per uplink codec and shared prefixes; beside it the
+  one-off cost of the centralised alternatives measured on the actual files (`centralised_costs`:
+  the plan's training clips, the clients' cached feature shards) and the round at which the
+  federated traffic exceeds each;
+* ``missing_audio``: accuracy against the share of training clips whose audio is withheld (per
+  clip / per client groups, with the actual share read from each plan and a check that the plans
+  are nested), and against the test-time share (the cells' evaluation points).
+
+JSON has no infinity: ``epsilon`` is ``null`` with ``dp_mode: "off"`` for cells without DP, and
+non-finite metrics are written as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedvida.reporting.runlog import RunLog, final_metrics, markdown_table
+
+if TYPE_CHECKING:
+    from fedvida.config import Config
+    from fedvida.data.partition import Plan
+    from fedvida.sweep import Cell, CellResult, Sweep
+
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+SERVER_COLUMNS = ("top1", "macro_f1", "top1_with_audio", "top1_without_audio")
+
+
+# ---------------------------------------------------------------------------- numbers
+def _num(value: Any) -> float | None:
+    """A finite float, or None (JSON-safe)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def method_curve(lines: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Per round: cumulative bytes down/up, the server metric (None when not evaluated) and the
+    cumulative (epsilon, delta) when the round reports one."""
+    curve, down, up = [], 0, 0
+    for ln in lines:
+        down += int(ln.get("bytes_down", 0))
+        up += int(ln.get("bytes_up", 0))
+        privacy = ln.get("privacy") or {}
+        curve.append({
+            "round": int(ln["round"]), "bytes_down": down, "bytes_up": up,
+            metric: _num((ln.get("server") or {}).get(metric)),
+            "epsilon": _num(privacy.get("epsilon")), "delta": _num(privacy.get("delta")),
+        })
+    return curve
+
+
+def bytes_to_target(curve: list[dict[str, Any]], metric: str,
+                    target: float) -> tuple[int, int] | None:
+    """``(round, cumulative bytes down + up)`` of the first round whose metric >= target."""
+    for point in curve:
+        value = point.get(metric)
+        if value is not None and value >= target:
+            return int(point["round"]), int(point["bytes_down"] + point["bytes_up"])
+    return None
+
+
+def rounds_to_exceed(curve: list[dict[str, Any]], amount: int) -> tuple[int, bool] | None:
+    """The first round after which cumulative bytes (down + up) exceed ``amount``.
+
+    Returns ``(round, True)`` when it happened within the run, ``(round, False)`` when it is
+    extrapolated from the mean bytes per round, None for an empty curve.
+    """
+    if not curve:
+        return None
+    for point in curve:
+        if point["bytes_down"] + point["bytes_up"] > amount:
+            return int(point["round"]), True
+    last = curve[-1]
+    per_round = (last["bytes_down"] + last["bytes_up"]) / max(1, int(last["round"]))
+    if per_round <= 0:
+        return None
+    return int(math.floor(amount / per_round)) + 1, False
+
+
+def centralised_costs(cfg: Config, plan: Plan) -> dict[str, Any]:
+    """One-off bytes of the centralised alternatives to the federation, from the actual files.
+
+    * ``raw_clips``: the plan's training clips (every client's) as stored under the dataset
+      root: what uploading the videos to a server would move.
+    * ``features``: the cached feature shards (video and audio groups of the current extract
+      config; every file of each shard holding one of the client's clips) under
+      ``extract.cache_dir`` for the clients' partitions: what uploading the extracted features
+      would move. The test split is the server's own and counted in neither.
+    """
+    from fedvida.features.cache import clip_path, open_stores
+    from fedvida.features.store import SHARDS, clip_key
+
+    raw = missing = clips = 0
+    for part in plan.clients:
+        for clip in part:
+            clips += 1
+            path = clip_path(plan, clip)
+            if path.is_file():
+                raw += path.stat().st_size
+            else:
+                missing += 1
+    feat = files = 0
+    for k in range(plan.num_clients):
+        keys = [clip_key(clip_path(plan, c)) for c in plan.clients[k]]
+        for store in open_stores(cfg.extract, k):
+            index = store.index()
+            for shard in sorted({index[key].shard for key in keys if key in index}):
+                for f in (store.root / SHARDS / shard).iterdir():
+                    if f.is_file():
+                        feat += f.stat().st_size
+                        files += 1
+    return {"raw_clips": {"bytes": raw, "clips": clips, "missing": missing,
+                          "root": str(plan.dataset_root)},
+            "features": {"bytes": feat, "files": files, "partitions": plan.num_clients,
+                         "cache_dir": str(cfg.extract.cache_dir)}}
+
+
+def plan_stats(plan: Plan) -> dict[str, Any]:
+    """Withholding a plan actually applies: shares of training and test clips, silent clients."""
+    train = [c for part in plan.clients for c in part]
+    return {
+        "train_clips": len(train),
+        "train_withheld_share": sum(c.withheld for c in train) / max(1, len(train)),
+        "clients_without_audio": sum(bool(p) and all(c.withheld for c in p)
+                                     for p in plan.clients),
+        "clients": plan.num_clients,
+        "test_withheld_share": sum(c.withheld for c in plan.test) / max(1, len(plan.test)),
+    }
+
+
+def nested_withholding(plans: list[Plan]) -> bool:
+    """True when the plans hold the same clips per client and, in the given order, each one's
+    withheld training and test clips contain the previous one's (rates compare like with like)."""
+    def held(plan: Plan) -> tuple[set[str], set[str]]:
+        return ({c.relpath for p in plan.clients for c in p if c.withheld},
+                {c.relpath for c in plan.test if c.withheld})
+
+    for a, b in zip(plans, plans[1:], strict=False):
+        if [[c.relpath for c in p] for p in a.clients] != [[c.relpath for c in p]
+                                                            for p in b.clients]:
+            return False
+        (ta, sa), (tb, sb) = held(a), held(b)
+        if not (ta <= tb and sa <= sb):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------- summary
+def _config_facts(cfg: Config) -> dict[str, Any]:
+    w, dp = cfg.partition.withhold, cfg.privacy.dp
+    return {
+        "dp_mode": dp.mode, "noise_multiplier": dp.noise_multiplier,
+        "clipping_norm": dp.clipping_norm, "secagg": cfg.privacy.secagg.enabled,
+        "uplink": cfg.communication.uplink, "downlink": cfg.communication.downlink,
+        "shared_prefixes": list(cfg.federation.shared_prefixes),
+        "clip_rate": w.clip_rate, "client_dist": w.client_dist,
+        "no_audio_client_share": w.no_audio_client_share, "test_rate": w.test_rate,
+        "rounds": cfg.federation.rounds, "local_epochs": cfg.federation.local_epochs,
+    }
+
+
+def cell_summary(cell: Cell, result: CellResult | None, metric: str) -> dict[str, Any]:
+    """Everything the report shows about one cell (read from its run folder)."""
+    from fedvida.data.partition import Plan
+    from fedvida.errors import FedvidaError
+    from fedvida.sweep import EVALUATIONS_FILE, cell_methods
+
+    out: dict[str, Any] = {
+        "index": cell.index, "group": cell.group, "run": cell.run_name,
+        "values": {k: v for k, v in cell.values.items()},
+        "status": result.status if result else "pending",
+        "action": result.action if result else "pending",
+        "error": result.error if result else "",
+        "config": _config_facts(cell.config), "methods": {}, "evaluations": {}, "plan": None,
+    }
+    if cell.plan_path.is_file():
+        try:
+            out["plan"] = plan_stats(Plan.load(cell.plan_path))
+        except FedvidaError:
+            out["plan"] = None
+    log = RunLog(cell.run_dir)
+    for method in cell_methods(cell):
+        lines = log.rounds(method)
+        if not lines:
+            continue
+        final = {k: _num(v) if isinstance(v, float) else v
+                 for k, v in final_metrics(lines).items()}
+        privacy = lines[-1].get("privacy") or {}
+        if cell.config.privacy.dp.mode == "off":
+            eps, delta = None, None
+        else:
+            eps, delta = _num(privacy.get("epsilon")), _num(privacy.get("delta"))
+        out["methods"][method] = {
+            **final, "epsilon": eps, "delta": delta,
+            "privacy": {k: (v if _num(v) is not None or not isinstance(v, float) else str(v))
+                        for k, v in privacy.items() if isinstance(v, str | int | float)},
+            "curve": method_curve(lines, metric),
+        }
+    evals = cell.run_dir / EVALUATIONS_FILE
+    if evals.is_file():
+        try:
+            points = json.loads(evals.read_text()).get("points", {})
+            out["evaluations"] = {label: {m: {k: _num(v) for k, v in res.items()}
+                                          for m, res in per.items()}
+                                  for label, per in points.items()}
+        except (json.JSONDecodeError, AttributeError):
+            out["evaluations"] = {}
+    return out
+
+
+def collect(sweep: Sweep, results: dict[str, CellResult]) -> dict[str, Any]:
+    """The whole ``summary.json`` document."""
+    spec = sweep.spec
+    cells = [cell_summary(c, results.get(c.run_name), spec.report.metric) for c in sweep.cells]
+    doc: dict[str, Any] = {
+        "sweep": sweep.name, "file": str(sweep.path), "base": str(spec.base),
+        "description": spec.description, "kind": spec.report.kind,
+        "metric": spec.report.metric, "methods": sweep.methods, "rounds": sweep.rounds,
+        "extra_overrides": sweep.extra, "updated_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "counts": {s: sum(1 for r in {c["run"]: c["status"] for c in cells}.values() if r == s)
+                   for s in ("done", "failed", "pending")},
+        "cells": cells,
+        "failures": list(dict.fromkeys(f"{c['run']}: {c['error']}" for c in cells
+                                       if c["status"] == "failed")),
+    }
+    if spec.report.kind == "communication":
+        doc["target"] = spec.report.target
+        doc["centralised"] = _centralised(sweep)
+    if spec.report.kind == "missing_audio":
+        doc["nested"] = _nesting(sweep)
+    return doc
+
+
+def _centralised(sweep: Sweep) -> dict[str, Any] | None:
+    from fedvida.data.partition import Plan
+    from fedvida.errors import FedvidaError
+
+    cell = sweep.cells[0]
+    if not cell.plan_path.is_file():
+        return None
+    try:
+        return {**centralised_costs(cell.config, Plan.load(cell.plan_path)),
+                "plan": str(cell.plan_path)}
+    except (FedvidaError, OSError):
+        return None
+
+
+def _nesting(sweep: Sweep) -> dict[str, bool | None]:
+    """Per group: are its plans nested when ordered by the cell's withheld share?"""
+    from fedvida.data.partition import Plan
+
+    out: dict[str, bool | None] = {}
+    for group in dict.fromkeys(c.group for c in sweep.cells):
+        paths = list(dict.fromkeys(c.plan_path for c in sweep.cells if c.group == group))
+        if not all(p.is_file() for p in paths):
+            out[group] = None
+            continue
+        plans = [Plan.load(p) for p in paths]
+        plans.sort(key=lambda p: plan_stats(p)["train_withheld_share"])
+        out[group] = nested_withholding(plans)
+    return out
+
+
+# ---------------------------------------------------------------------------- report.md
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _mb(n: Any) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}"
+
+
+def _values(cell: dict[str, Any]) -> str:
+    from fedvida.sweep import format_value, short_key
+
+    return ", ".join(f"{short_key(k)}={format_value(v)}" for k, v in cell["values"].items()) or "-"
+
+
+def _cells_table(doc: dict[str, Any]) -> list[str]:
+    metric = doc["metric"]
+    cols = list(dict.fromkeys([metric, *SERVER_COLUMNS]))
+    rows = []
+    for c in doc["cells"]:
+        if not c["methods"]:
+            rows.append([c["index"], c["group"] or "-", _values(c), c["status"], "-", "-",
+                         *("-" for _ in cols), "-", "-", "-"])
+            continue
+        for m, r in c["methods"].items():
+            rows.append([c["index"], c["group"] or "-", _values(c), c["status"], m,
+                         r.get("rounds", "-"), *(_f(r.get(k)) for k in cols),
+                         _mb(r.get("bytes_down")), _mb(r.get("bytes_up")),
+                         _f(r.get("seconds"), 1)])
+    return markdown_table(["#", "group", "values", "status", "method", "rounds", *cols,
+                           "MB down", "MB up", "seconds"], rows)
+
+
+def _privacy_section(doc: dict[str, Any]) -> list[str]:
+    metric = doc["metric"]
+    rows = []
+    for c in doc["cells"]:
+        cf = c["config"]
+        for m, r in c["methods"].items():
+            off = cf["dp_mode"] == "off"
+            priv = r.get("privacy") or {}
+            eps = ("inf (no DP)" if off else "inf" if priv.get("epsilon") == "inf"
+                   else _f(r.get("epsilon"), 2))
+            clip = _f(cf["clipping_norm"], 2)
+            final_clip = _num(priv.get("clipping_norm"))
+            if final_clip is not None and abs(final_clip - cf["clipping_norm"]) > 1e-9:
+                clip += f" (final {final_clip:.2f})"  # adaptive clipping moved it
+            rows.append((m, off, cf["clipping_norm"], cf["noise_multiplier"],
+                         [m, "no DP" if off else cf["dp_mode"],
+                          "-" if off else _f(cf["noise_multiplier"], 2),
+                          "-" if off else clip, eps,
+                          "-" if off else _f(r.get("delta"), 6), _f(r.get(metric)),
+                          _f(r.get("macro_f1"))]))
+    rows.sort(key=lambda t: (t[0], not t[1], t[2], t[3]))
+    notes = sorted({str(r["privacy"].get("accounting", "")) for c in doc["cells"]
+                    for r in c["methods"].values() if r.get("privacy")} - {""})
+    out = ["## Accuracy vs epsilon", "",
+           f"{metric} of the global model after the last round against the cumulative "
+           "(epsilon, delta) of client-level DP reported by the run's accountant after that "
+           "round (`privacy` in metrics.jsonl). Rows without DP are the reference.", ""]
+    out += markdown_table(["method", "DP", "noise multiplier", "clipping norm", "epsilon",
+                           "delta", metric, "macro_f1"], [t[4] for t in rows])
+    if notes:
+        out += ["", "Accounting: " + "; ".join(notes) + "."]
+    if any(c["config"]["dp_mode"] != "off" and r.get("epsilon") is None
+           for c in doc["cells"] for r in c["methods"].values()):
+        out += ["", "epsilon '-': the run logged no `privacy` record (its DP mode was not "
+                "accounted)."]
+    return out
+
+
+def _communication_section(doc: dict[str, Any]) -> list[str]:
+    metric, target = doc["metric"], doc["target"]
+    rows, exceed = [], []
+    central = doc.get("centralised") or {}
+    refs = [(name, central[name]["bytes"]) for name in ("raw_clips", "features")
+            if name in central]
+    for c in doc["cells"]:
+        cf = c["config"]
+        for m, r in c["methods"].items():
+            curve = r["curve"]
+            last = curve[-1]
+            total = last["bytes_down"] + last["bytes_up"]
+            hit = bytes_to_target(curve, metric, target)
+            rows.append([c["index"], m, cf["uplink"], cf["downlink"],
+                         "+".join(cf["shared_prefixes"]), _f(r.get(metric)),
+                         _mb(total / max(1, last["round"])), _mb(total),
+                         "-" if hit is None else hit[0], "not reached" if hit is None
+                         else _mb(hit[1])])
+            cells = []
+            for _, amount in refs:
+                got = rounds_to_exceed(curve, amount)
+                cells.append("-" if got is None else f"{got[0]}" if got[1] else f"~{got[0]}")
+            exceed.append([c["index"], m, cf["uplink"], "+".join(cf["shared_prefixes"]),
+                           *cells])
+    out = ["## Accuracy vs bytes", "",
+           f"Bytes are the serialized messages of every round, down + up, cumulative. "
+           f"'to target' = the first round whose {metric} >= {target:g} and the bytes moved "
+           "until then.", ""]
+    out += markdown_table(["#", "method", "uplink", "downlink", "shared", metric,
+                           "MB / round", "MB total", f"round to {target:g}",
+                           f"MB to {target:g}"], rows)
+    from fedvida.config import FederationConfig
+
+    every_part = set(FederationConfig().shared_prefixes)  # the default shares the whole model
+    if any(set(c["config"]["shared_prefixes"]) != every_part for c in doc["cells"]):
+        out += ["", "Partial sharing: the server evaluates the global model with the parts that "
+                "are not shared at their seeded initial values (they live only on the clients), "
+                f"so its {metric} is not what the clients' own models reach."]
+    if central:
+        raw, feat = central["raw_clips"], central["features"]
+        out += ["", "## Centralised alternatives (one-off upload)", "",
+                f"Measured on the files of plan `{central.get('plan', '')}`.", ""]
+        out += markdown_table(["alternative", "MB", "what was counted"], [
+            ["upload raw clips", _mb(raw["bytes"]),
+             f"{raw['clips']} training clips under {raw['root']}"
+             + (f" ({raw['missing']} missing)" if raw["missing"] else "")],
+            ["upload features", _mb(feat["bytes"]),
+             f"{feat['files']} shard files of {feat['partitions']} client partitions under "
+             f"{feat['cache_dir']}"],
+        ])
+        out += ["", "Round after which the federation has moved more bytes (down + up) than "
+                "each alternative ('~': extrapolated at the run's mean bytes per round).", ""]
+        out += markdown_table(["#", "method", "uplink", "shared",
+                               *(f"> {n.replace('_', ' ')}" for n, _ in refs)], exceed)
+    return out
+
+
+def _missing_audio_section(doc: dict[str, Any]) -> list[str]:
+    metric = doc["metric"]
+    rows = []
+    for c in doc["cells"]:
+        plan = c["plan"] or {}
+        for m, r in c["methods"].items():
+            rows.append([c["group"] or "-", _values(c),
+                         _f(plan.get("train_withheld_share"), 2),
+                         f"{plan.get('clients_without_audio', '-')}/{plan.get('clients', '-')}",
+                         _f(plan.get("test_withheld_share"), 2), m, _f(r.get(metric)),
+                         _f(r.get("top1_with_audio")), _f(r.get("top1_without_audio"))])
+    out = ["## Accuracy vs audio withheld at training time", "",
+           "train held = share of training clips whose audio the plan withholds (actual, from "
+           "the cell's plan); no-audio clients = clients all of whose clips are withheld; "
+           "test held = share withheld on the server's test split.", ""]
+    out += markdown_table(["group", "values", "train held", "no-audio clients", "test held",
+                           "method", metric, "top1 w/ audio", "top1 w/o audio"], rows)
+    nested = doc.get("nested") or {}
+    if nested:
+        out += ["", "Plans nested (same clips per client; every clip withheld at a lower share "
+                "is withheld at every higher one): " + "; ".join(
+                    f"{g or 'all'}: {'-' if v is None else 'yes' if v else 'NO'}"
+                    for g, v in nested.items())]
+    labels = list(dict.fromkeys(label for c in doc["cells"] for label in c["evaluations"]))
+    if labels:
+        out += ["", "## Accuracy vs audio withheld at test time", "",
+                f"{metric} of each cell's final global model re-evaluated on the test split "
+                "with that share of clips withheld (same model, no retraining).", ""]
+        methods = list(dict.fromkeys(m for c in doc["cells"] for m in c["methods"]))
+        for m in methods:
+            rows = [[c["group"] or "-", _values(c),
+                     *(_f((c["evaluations"].get(label) or {}).get(m, {}).get(metric))
+                       for label in labels)]
+                    for c in doc["cells"] if c["evaluations"] and m in c["methods"]]
+            out += [f"### {m}", ""] + markdown_table(["group", "train values", *labels], rows)
+            out.append("")
+    return out
+
+
+def render(doc: dict[str, Any], plots: dict[str, Path], out_dir: Path) -> str:
+    """The report.md text of a summary document."""
+    counts = doc["counts"]
+    lines = [f"# Sweep {doc['sweep']}", ""]
+    if doc["description"]:
+        lines += [doc["description"].strip(), ""]
+    lines += [f"File `{doc['file']}` on base config `{doc['base']}`; methods "
+              f"{', '.join(doc['methods'])}; {'/'.join(map(str, doc['rounds']))} rounds per "
+              f"run. Runs: "
+              f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending "
+              f"(updated {doc['updated_at']}).", "",
+              f"Command: `fedvida sweep {doc['file']}"
+              + "".join(f" --set {o}" for o in doc["extra_overrides"]) + "`", ""]
+    kind = doc["kind"]
+    if kind == "privacy":
+        lines += _privacy_section(doc) + [""]
+    elif kind == "communication":
+        lines += _communication_section(doc) + [""]
+    elif kind == "missing_audio":
+        lines += _missing_audio_section(doc) + [""]
+    for name, path in plots.items():
+        lines += [f"![{name}]({path.relative_to(out_dir).as_posix()})", ""]
+    lines += ["## Cells", "", "Global model on the test split after the last round; bytes "
+              "summed over all rounds (down = server to clients). Cells with the same resolved "
+              "config share one run.", ""]
+    lines += _cells_table(doc)
+    if doc["failures"]:
+        lines += ["", "## Failed cells", "", *(f"- {f}" for f in doc["failures"]), "",
+                  "Rerun the sweep to retry them (finished cells are kept)."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_sweep_report(sweep: Sweep, results: dict[str, CellResult]) -> Path:
+    """Write ``summary.json``, the plots and ``report.md`` into the sweep's out folder."""
+    from fedvida.reporting.sweep_plots import plot_sweep
+
+    out = Path(sweep.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = collect(sweep, results)
+    plots = plot_sweep(doc, out / "plots")
+    tmp = out / (SUMMARY_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out / SUMMARY_FILE)
+    path = out / REPORT_FILE
+    path.write_text(render(doc, plots, out))
+    return path
