@@ -25,7 +25,12 @@ from flwr.app import ConfigRecord, Context, Message
 from fedvida.config import Config
 from fedvida.federation import records as R
 from fedvida.federation.privacy import CENTRAL_MODES, DP_WEIGHT_KEY
-from fedvida.federation.settings import config_from_yaml, localize, partition_of
+from fedvida.federation.settings import (
+    LOCALIZED_KEYS,
+    config_from_yaml,
+    localize,
+    partition_of,
+)
 
 if TYPE_CHECKING:
     from fedvida.data.partition import Plan
@@ -132,13 +137,15 @@ def instruction_config(conf: ConfigRecord, node_config: Mapping[str, Any]) -> Co
 
     The server sends the same YAML in every message of a run, so a Ray actor serving many
     virtual clients parses and validates it once. The key is the YAML's SHA-256, the method,
-    ``proximal-mu`` and the node config; callers must treat the returned config as read-only.
+    ``proximal-mu`` and the node config entries that `localize` reads (not ``partition-id``:
+    keyed by it, an actor serving more virtual clients than the cache holds re-parsed the YAML,
+    ~20 ms, for every message); callers must treat the returned config as read-only.
     """
     text = str(conf[R.CFG_YAML])
     method = str(conf[R.CFG_METHOD])
     mu = float(conf.get(R.CFG_PROX, 0.0))  # type: ignore[arg-type]
-    key = (hashlib.sha256(text.encode()).hexdigest(), method, repr(mu),
-           repr(sorted((str(k), repr(v)) for k, v in node_config.items())))
+    paths = sorted((k, repr(node_config[k])) for k in LOCALIZED_KEYS if k in node_config)
+    key = (hashlib.sha256(text.encode()).hexdigest(), method, repr(mu), repr(paths))
     cached = _CONFIGS.get(key)
     if cached is not None:
         return cast(Config, cached)

@@ -73,6 +73,9 @@ def partition_of(node_config: Mapping[str, Scalar]) -> int:
         raise ConfigError(f"node config 'partition-id' must be an integer, got {value!r}") from None
 
 
+LOCALIZED_KEYS = ("data-dir", "plan", "cache-dir", "dictionary-dir")  # what `localize` reads
+
+
 def localize(cfg: Config, node_config: Mapping[str, Scalar]) -> Config:
     """Point a config at the node's own plan, feature cache and dictionary copy."""
     local = cfg.model_copy(deep=True)

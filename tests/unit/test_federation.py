@@ -276,3 +276,54 @@ def test_flower_child_environment_never_carries_a_simulations_config(
     env = process_env(tmp_path / "flwr")
     assert ENV_CONFIG not in env and ENV_OVERRIDES not in env
     assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
+
+
+def test_engine_pickup_asks_only_nodes_with_pending_messages_in_flowers_order() -> None:
+    import queue
+    import threading
+    from types import SimpleNamespace
+
+    from fedvida.federation.runner import _pick_up_messages
+
+    class State:
+        """The in-memory link state's surface the pickup loop uses."""
+
+        def __init__(self) -> None:
+            self.message_ins_store: dict[str, SimpleNamespace] = {}
+            self.asked: list[int] = []
+
+        def get_message_ins(self, node_id: int, limit: int) -> list[SimpleNamespace]:
+            self.asked.append(node_id)
+            for msg in self.message_ins_store.values():
+                if msg.metadata.dst_node_id == node_id and not msg.metadata.delivered_at:
+                    msg.metadata.delivered_at = "now"
+                    return [msg]
+            return []
+
+    state = State()
+    for mid, node in [("a", 30), ("b", 10), ("c", 30)]:
+        state.message_ins_store[mid] = SimpleNamespace(
+            id=mid, metadata=SimpleNamespace(dst_node_id=node, delivered_at=""))
+    out: queue.Queue[SimpleNamespace] = queue.Queue()
+    stop = threading.Event()
+    worker = threading.Thread(target=_pick_up_messages,
+                              args=(state, out, {10: 0, 20: 1, 30: 2}, stop))
+    worker.start()
+    got = [out.get(timeout=5).id for _ in range(3)]
+    stop.set()
+    worker.join(timeout=5)
+    # one message per node per pass, nodes in the mapping's order; node 20 (nothing) never asked
+    assert got == ["b", "a", "c"]
+    assert 20 not in state.asked and out.empty()
+
+
+def test_instruction_config_is_parsed_once_for_every_virtual_client() -> None:
+    from fedvida.federation.client import instruction_config
+
+    cfg = Config()
+    conf = ConfigRecord({R.CFG_YAML: cfg.to_yaml(), R.CFG_METHOD: "gt_audio"})
+    first = instruction_config(conf, {"partition-id": 0})
+    assert instruction_config(conf, {"partition-id": 7}) is first  # no path keys: same config
+    other = instruction_config(conf, {"partition-id": 0, "data-dir": "/srv/node"})
+    assert other is not first and str(other.extract.cache_dir) == "/srv/node/cache"
+    assert first.train.method == "gt_audio"
