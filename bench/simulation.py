@@ -43,25 +43,44 @@ from fedvida.reporting.runlog import RunLog
 
 
 class PeakMemory(threading.Thread):
-    """Samples the summed RSS of this process and the processes a `ChildWatch` found."""
+    """Samples the summed RSS of this process and the processes of the running simulation.
+
+    The processes are those carrying the `ChildWatch` token of the simulation in their
+    environment; each process on the machine is judged once, so a sample costs one RSS read per
+    process of the run (the bench must not steal the actors' CPU it measures).
+    """
 
     def __init__(self, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.interval, self.peak, self.stop = interval, 0, threading.Event()
 
     def run(self) -> None:
-        token = os.environ.get(ChildWatch.TOKEN_VAR)
+        me = psutil.Process()
+        members: dict[tuple[int, float], psutil.Process] = {}
+        judged: set[tuple[int, float]] = set()
+        token = None
         while not self.stop.is_set():
-            total = psutil.Process().memory_info().rss
-            token = token or os.environ.get(ChildWatch.TOKEN_VAR)
-            for proc in psutil.process_iter(["name"]):
-                if proc.pid == os.getpid():
-                    continue
+            current = os.environ.get(ChildWatch.TOKEN_VAR)
+            if current != token:  # a new simulation: judge every process again
+                token, members, judged = current, {}, set()
+            if token:
+                for proc in psutil.process_iter():
+                    try:
+                        key = (proc.pid, proc.create_time())
+                        if key in judged or key in members or proc.pid == me.pid:
+                            continue
+                        if proc.environ().get(ChildWatch.TOKEN_VAR) == token:
+                            members[key] = proc
+                        elif time.time() - key[1] > ChildWatch.SETTLE_S:  # not mid-exec
+                            judged.add(key)
+                    except psutil.Error:
+                        continue
+            total = me.memory_info().rss
+            for key, proc in list(members.items()):
                 try:
-                    if token and proc.environ().get(ChildWatch.TOKEN_VAR) == token:
-                        total += proc.memory_info().rss
+                    total += proc.memory_info().rss
                 except psutil.Error:
-                    continue
+                    members.pop(key)
             self.peak = max(self.peak, total)
             self.stop.wait(self.interval)
 

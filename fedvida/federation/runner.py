@@ -109,6 +109,47 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     }
 
 
+PICKUP_SECONDS = 0.01  # how soon the simulation engine notices a pushed message
+_ENGINE_VERSION = "1.39.0"  # the flwr release whose simulation engine `_pick_up_messages` mirrors
+
+
+def _pick_up_messages(state: Any, queue: Any, nodes_mapping: Any, f_stop: Any) -> None:
+    """fedvida's replacement of Flower 1.39's ``vce_api.add_messages_to_queue``.
+
+    Flower's loop asks the link state for every node's next message (``get_message_ins``, which
+    scans every stored message and checks each one's federation) once per 0.1 s: a round starts
+    up to 0.1 s after the server pushed it, and with 1000 virtual nodes the driver spends its
+    time scanning for nodes that have nothing. This loop first looks at the stored messages
+    (one pass over a small dict) and asks only for the nodes that have an undelivered one, in
+    Flower's node order, every 10 ms. Delivery itself is Flower's (``get_message_ins`` marks
+    the message delivered and drops expired ones). A state without ``message_ins_store`` (not
+    the in-memory one) falls back to asking every node, like Flower.
+    """
+    store = getattr(state, "message_ins_store", None)
+    while not f_stop.is_set():
+        if store is None:
+            targets = list(nodes_mapping.keys())
+        else:
+            pending = {m.metadata.dst_node_id for m in list(store.values())
+                       if not m.metadata.delivered_at}
+            targets = [n for n in nodes_mapping if n in pending] if pending else []
+        for node_id in targets:
+            for msg in state.get_message_ins(node_id=node_id, limit=1):
+                queue.put(msg)
+        f_stop.wait(PICKUP_SECONDS)
+
+
+def fast_message_pickup() -> bool:
+    """Install `_pick_up_messages` in Flower's simulation engine (only on the pinned flwr)."""
+    import flwr
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    if flwr.__version__ != _ENGINE_VERSION or not hasattr(vce_api, "add_messages_to_queue"):
+        return False
+    vce_api.add_messages_to_queue = _pick_up_messages
+    return True
+
+
 def simulate_config(
     config_path: Path, num_clients: int, cfg: Config, overrides: str = "", verbose: bool = False
 ) -> None:
@@ -127,6 +168,7 @@ def simulate_config(
         flwr_logger.setLevel(logging.WARNING)
         if not any(isinstance(f, _ExpectedWarnings) for f in flwr_logger.filters):
             flwr_logger.addFilter(_ExpectedWarnings())
+    fast_message_pickup()
     watch = ChildWatch()
     watch.start()
     try:
@@ -168,27 +210,40 @@ class ChildWatch(threading.Thread):
 
     TOKEN_VAR = "FEDVIDA_SIMULATION_TOKEN"
     NAMES = ("ray::", "raylet", "gcs_server", "ray/", "default_worker")
+    SETTLE_S = 2.0  # a younger process may still be exec-ing: its environment is judged again
 
     def __init__(self, interval: float = 0.5, grace: float = 20.0) -> None:
         super().__init__(daemon=True, name="fedvida-childwatch")
         self.interval, self.grace = interval, grace
         self.seen: dict[int, float] = {}  # pid -> create_time (guards against pid reuse)
+        self._foreign: set[tuple[int, float]] = set()  # (pid, create_time) not of this run
         self._stop_event = threading.Event()
         self.token = uuid.uuid4().hex
         self.started = time.time()
         os.environ[self.TOKEN_VAR] = self.token
 
     def _scan(self) -> None:
-        for proc in psutil.process_iter(["name", "cmdline", "create_time"]):
-            info = proc.info
-            if proc.pid in self.seen or (info["create_time"] or 0) < self.started - 1:
-                continue
-            text = " ".join([info["name"] or "", *(info["cmdline"] or [])])
-            if not any(n in text for n in self.NAMES):
-                continue
+        # Runs every `interval` seconds on a machine whose cores the simulation's actors need:
+        # a process is judged once (its environment, read at its start, never changes) and only
+        # processes carrying this run's token are looked at again (a Ray worker renames itself
+        # after it starts)
+        for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error):
-                if proc.environ().get(self.TOKEN_VAR) == self.token:
-                    self.seen[proc.pid] = info["create_time"]
+                key = (proc.pid, proc.create_time())
+                if proc.pid in self.seen or key in self._foreign:
+                    continue
+                try:
+                    ours = key[1] >= self.started - 1 and \
+                        proc.environ().get(self.TOKEN_VAR) == self.token
+                except psutil.AccessDenied:  # another user's process
+                    ours = False
+                if not ours:
+                    if time.time() - key[1] > self.SETTLE_S:  # not one caught mid-exec
+                        self._foreign.add(key)
+                    continue
+                text = " ".join([proc.name(), *proc.cmdline()])
+                if any(n in text for n in self.NAMES):
+                    self.seen[proc.pid] = key[1]
 
     def run(self) -> None:
         while not self._stop_event.is_set():
