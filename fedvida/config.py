@@ -323,6 +323,12 @@ class FederationConfig(Section):
         600.0, gt=0.0, description="A round stops waiting for replies after this many seconds."
     )
     keep_checkpoints: int = Field(3, ge=1)
+    node_state: bool = Field(
+        True,
+        description="Nodes also keep their non-shared parts and compression residuals in files "
+        "(runs/<name>/node-state/ or <data-dir>/node-state/) so that --resume continues them; "
+        "off: in memory only (a resume restarts them from their initial values).",
+    )
     eval_every: int = Field(1, ge=1, description="Server-side evaluation every k rounds.")
 
     @model_validator(mode="after")

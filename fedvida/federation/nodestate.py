@@ -17,6 +17,8 @@ are kept per node: the server's newest checkpoint lags the clients by at most tw
 evaluation and checkpoint overlap the next round), so this covers a resume from the newest
 checkpoint or an older one when the newest is damaged. After the run's last round only that
 round and the one before it stay (about 2 x 5 MB per node for the demo's residuals).
+``federation.node_state: false`` keeps them in memory only (e.g. thousands of virtual clients
+with error feedback: ~20 MB of files per client during a run).
 """
 
 from __future__ import annotations
@@ -47,8 +49,13 @@ def state_dir(cfg: Config, node_config: Mapping[str, Any], partition: int) -> Pa
 
 
 def save_state(cfg: Config, node_config: Mapping[str, Any], partition: int, kind: str,
-               server_round: int, arrays: Mapping[str, np.ndarray]) -> Path:
-    """Write the node's ``kind`` state after ``server_round`` (atomic; older rounds pruned)."""
+               server_round: int, arrays: Mapping[str, np.ndarray]) -> Path | None:
+    """Write the node's ``kind`` state after ``server_round`` (atomic; older rounds pruned).
+
+    Nothing is written (None) when ``federation.node_state`` is off.
+    """
+    if not cfg.federation.node_state:
+        return None
     folder = state_dir(cfg, node_config, partition) / cfg.train.method / kind
     last = server_round >= cfg.federation.rounds  # only a redo of the last round is left
     keep = 2 if last else cfg.federation.keep_checkpoints + 1
@@ -57,7 +64,10 @@ def save_state(cfg: Config, node_config: Mapping[str, Any], partition: int, kind
 
 def load_state(cfg: Config, node_config: Mapping[str, Any], partition: int, kind: str,
                before_round: int) -> dict[str, np.ndarray] | None:
-    """The newest readable ``kind`` state of a round before ``before_round`` (None if none)."""
+    """The newest readable ``kind`` state of a round before ``before_round`` (None if none, or
+    when ``federation.node_state`` is off)."""
+    if not cfg.federation.node_state:
+        return None
     folder = state_dir(cfg, node_config, partition) / cfg.train.method / kind
     files = list_checkpoints(folder)
     for path in reversed(files):

@@ -465,3 +465,10 @@ def test_node_state_files_give_a_resume_the_state_before_its_round(tmp_path: Pat
         "round_0007.safetensors", "round_0008.safetensors"]  # one a redo of it would need
     deployed = nodestate.state_dir(cfg, {"data-dir": str(tmp_path / "node")}, 5)
     assert deployed == tmp_path / "node" / "node-state" / "run" / "partition-5"
+    # federation.node_state off: nothing written, nothing read back (memory only)
+    off = cfg.model_copy(deep=True)
+    off.federation.node_state = False
+    off.name = "memory-only"
+    assert nodestate.save_state(off, {}, 5, nodestate.RESIDUAL, 1, {"w": np.zeros(3)}) is None
+    assert not (tmp_path / "runs" / "memory-only").exists()
+    assert nodestate.load_state(off, {}, 5, nodestate.RESIDUAL, 8) is None
