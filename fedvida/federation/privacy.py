@@ -244,28 +244,53 @@ class PrivateStrategy:
             self.wrapper.clipping_norm = float(np.asarray(state["dp/clipping_norm"])[0])
 
 
-def _adaptive_classes() -> tuple[type, type]:
-    """Flower's adaptive-clipping wrappers with the clipping-norm update pointed the right way.
+class _AdaptiveFixes:
+    """Two corrections to Flower 1.39's adaptive-clipping wrappers (mixed in before them).
 
-    Andrew et al. (2021) update ``C <- C exp(-lr (b - q))`` where ``b`` is the (noisy) share of
-    updates *not* clipped and ``q`` the target quantile. Flower 1.39 counts the updates that
-    *were* clipped (its norm bit is ``scaling < 1``) and plugs that share into the same formula,
-    so the norm grows when nothing is clipped and shrinks when everything is: it runs away
-    instead of tracking the quantile. Feeding it ``1 - clipped share`` (the same noisy count,
-    reflected) restores the paper's rule; the privacy cost of the count is unchanged.
+    * **Direction.** Andrew et al. (2021) update ``C <- C exp(-lr (b - q))`` where ``b`` is the
+      (noisy) share of updates *not* clipped and ``q`` the target quantile. Flower counts the
+      updates that *were* clipped (its norm bit is ``scaling < 1``) and plugs that share into
+      the same formula, so the norm grows when nothing is clipped and shrinks when everything
+      is: it runs away instead of tracking the quantile. Feeding it ``1 - clipped share`` (the
+      same noisy count, reflected) restores the paper's rule; the count's privacy cost is
+      unchanged.
+    * **Noise of the round's norm.** Flower updates the norm *before* it adds the round's
+      noise, so the noise is scaled by the next round's norm while the updates were clipped to
+      this round's: when the norm shrinks, the aggregate gets less noise than the sensitivity
+      needs and the accounted epsilon would be too small. The noise here uses the norm the
+      round clipped with (as in the paper).
     """
+
+    clipping_norm: float
+    _round_norm: float
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
+        self._round_norm = self.clipping_norm  # what this round's updates are clipped to
+        return super().aggregate_train(server_round, replies)  # type: ignore[misc]
+
+    def _geometric_update(self, clipped_fraction: float) -> None:
+        super()._geometric_update(1.0 - clipped_fraction)  # type: ignore[misc]
+
+    def _add_noise_to_aggregated_arrays(self, aggregated: ArrayRecord) -> ArrayRecord:
+        updated, self.clipping_norm = self.clipping_norm, self._round_norm
+        try:
+            return super()._add_noise_to_aggregated_arrays(aggregated)  # type: ignore[misc]
+        finally:
+            self.clipping_norm = updated
+
+
+def _adaptive_classes() -> tuple[type, type]:
+    """Flower's adaptive-clipping wrappers with `_AdaptiveFixes` applied."""
     from flwr.serverapp.strategy import (
         DifferentialPrivacyClientSideAdaptiveClipping,
         DifferentialPrivacyServerSideAdaptiveClipping,
     )
 
-    class ServerSide(DifferentialPrivacyServerSideAdaptiveClipping):
-        def _geometric_update(self, clipped_fraction: float) -> None:
-            super()._geometric_update(1.0 - clipped_fraction)
+    class ServerSide(_AdaptiveFixes, DifferentialPrivacyServerSideAdaptiveClipping):
+        pass
 
-    class ClientSide(DifferentialPrivacyClientSideAdaptiveClipping):
-        def _geometric_update(self, clipped_fraction: float) -> None:
-            super()._geometric_update(1.0 - clipped_fraction)
+    class ClientSide(_AdaptiveFixes, DifferentialPrivacyClientSideAdaptiveClipping):
+        pass
 
     return ServerSide, ClientSide
 

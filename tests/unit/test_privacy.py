@@ -243,3 +243,30 @@ def test_invalid_privacy_combinations_are_one_line_errors() -> None:
 def test_ledger_of_a_run_without_rounds_reports_zero() -> None:
     ledger = PrivacyLedger(_dp_cfg(mode="server-fixed").privacy.dp, 10)
     assert ledger.report()["epsilon"] == 0.0 and ledger.report()["releases"] == 0
+
+
+@pytest.mark.parametrize("mode", ["server-adaptive", "client-adaptive"])
+def test_adaptive_noise_uses_the_norm_the_round_clipped_with(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Flower updates the norm before adding the round's noise; fedvida scales the noise by the
+    # norm the updates were clipped to (a shrinking norm would otherwise under-noise the round)
+    import flwr.serverapp.strategy.dp_adaptive_clipping as flower_adaptive
+
+    used: list[float] = []
+    real = flower_adaptive.compute_stdv
+
+    def spy(noise_multiplier: float, clipping_norm: float, num_sampled_clients: int) -> float:
+        used.append(clipping_norm)
+        return real(noise_multiplier, clipping_norm, num_sampled_clients)
+
+    monkeypatch.setattr(flower_adaptive, "compute_stdv", spy)
+    cfg = _dp_cfg(mode=mode, noise_multiplier=0.1, clipping_norm=100.0, clip_norm_lr=0.5,
+                  clipped_count_stddev=1.0, noise_seed=4)
+    _, strategy = _rounds(cfg, LocalGrid({p: _dp_client() for p in range(4)}), 3)
+    final = strategy.privacy_report()["clipping_norm"]  # type: ignore[attr-defined]
+    # round 1 clipped to the initial 100 (Flower's order would have used the shrunk norm, ~78);
+    # the norm shrinks every round (updates ~1 are never clipped) and each round's noise used
+    # the norm in force while it clipped, the last one before the final update
+    assert len(used) == 3 and used[0] == 100.0
+    assert 100.0 > used[1] > used[2] > final
