@@ -557,14 +557,34 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = _parse_value(raw)
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, what: str = "config") -> str:
+    """One line for a pydantic error: ``invalid <what> <source>: <field>: <reason>``."""
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "(root)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown field"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"invalid config {source}: {field}: {msg}{more}"
+    return f"invalid {what} {source}: {field}: {msg}{more}"
+
+
+def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
+    """The top-level mapping of a YAML file (empty file: ``{}``).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file: missing, not YAML, or not a mapping at the top.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {path}: top level must be a mapping")
+    return loaded
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -585,20 +605,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     tree: dict[str, Any] = {}
     source = "(defaults)"
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {p}: not valid YAML: {str(exc).splitlines()[0]}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {p}: top level must be a mapping")
-        tree = loaded
+        source = str(path)
+        tree = read_yaml_mapping(Path(path))
     for assignment in overrides or []:
         apply_override(tree, assignment)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source)) from None

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -51,7 +50,13 @@ from pydantic import (
     model_validator,
 )
 
-from fedvida.config import Config, Method, load_config
+from fedvida.config import (
+    Config,
+    Method,
+    format_validation_error,
+    load_config,
+    read_yaml_mapping,
+)
 from fedvida.errors import ConfigError, FedvidaError
 
 SWEEPS_DIR = Path("runs/sweeps")
@@ -227,29 +232,14 @@ def override_text(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value, default=str)}"
 
 
-def _spec_error(err: ValidationError, source: Path) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(root)"
-    msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"invalid sweep file {source}: {where}: {msg}{more}"
-
-
 def load_spec(path: Path) -> SweepSpec:
     """Read and validate a sweep file; errors are one `ConfigError` line naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"sweep {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"sweep {path}: top level must be a mapping")
+    doc = read_yaml_mapping(path, "sweep")
     try:
         return SweepSpec.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(_spec_error(exc, path)) from None
+        raise ConfigError(format_validation_error(exc, str(path), "sweep file")) from None
 
 
 def expand(spec: SweepSpec) -> list[tuple[str, dict[str, Any], dict[str, Any],
