@@ -17,19 +17,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message
-from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
+from flwr.app import Message
+from flwr.serverapp import Grid
+from sim_helpers import simulate_server
 
 from fedvida.config import Config
 from fedvida.federation.checkpoints import checkpoint_dir, load_checkpoint
 from fedvida.federation.records import check_reply, shared_key
 from fedvida.federation.runner import (
-    CLIENT_APP,
-    ChildWatch,
-    backend_config,
-    flower_environment,
-    load_component,
     run_federated,
 )
 from fedvida.federation.server import serve
@@ -84,22 +79,13 @@ def test_int8_uplink_float16_downlink_under_partial_sharing(
     cfg.communication.uplink = "int8"
     cfg.communication.downlink = "float16"
     wire: list[WireLog] = []
-    server_app = ServerApp()
 
-    @server_app.main()
-    def _main(grid: Grid, context: Context) -> None:
+    def main(grid: Grid) -> None:
         wire.append(WireLog(grid))
         serve(wire[0], cfg)  # type: ignore[arg-type]
 
-    flower_environment()
-    watch = ChildWatch()
-    watch.start()
     # Act: the product ClientApp with its mods
-    try:
-        run_simulation(server_app=server_app, client_app=load_component(CLIENT_APP),
-                       num_supernodes=4, backend_config=backend_config(cfg))  # type: ignore[arg-type]
-    finally:
-        watch.stop_and_reap()
+    simulate_server(main, cfg)
     # Assert: what travelled, as it travelled
     log = wire[0]
     assert len(log.down) == 6 and len(log.up) == 6

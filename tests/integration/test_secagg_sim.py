@@ -13,21 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
-from test_simulation import RecordingGrid
+from flwr.serverapp import Grid
+from sim_helpers import RecordingGrid, simulate_server
 
 from fedvida.config import Config
 from fedvida.federation.checkpoints import checkpoint_dir, load_checkpoint
 from fedvida.federation.records import check_reply
-from fedvida.federation.runner import (
-    CLIENT_APP,
-    ChildWatch,
-    backend_config,
-    flower_environment,
-    load_component,
-)
 from fedvida.federation.secagg import (
     SECAGG_MESSAGE_TYPE,
     STAGES,
@@ -52,23 +43,14 @@ def test_secagg_simulation_is_fedavg_within_the_quantisation_bound(
     secure.privacy.secagg.enabled = True
     secure = Config.model_validate(secure.model_dump())  # the config checks SecAgg+ settings
     recording: list[RecordingGrid] = []
-    server_app = ServerApp()
 
-    @server_app.main()
-    def _main(grid: Grid, context: Context) -> None:
+    def main(grid: Grid) -> None:
         recording.append(RecordingGrid(grid))
         serve(recording[0], secure)  # type: ignore[arg-type]
         serve(grid, plain)
 
-    flower_environment()
-    watch = ChildWatch()
-    watch.start()
     # Act
-    try:
-        run_simulation(server_app=server_app, client_app=load_component(CLIENT_APP),
-                       num_supernodes=4, backend_config=backend_config(secure))  # type: ignore[arg-type]
-    finally:
-        ended = watch.stop_and_reap()  # this run's Ray processes only (others may run Ray)
+    ended, watch = simulate_server(main, secure)  # reaps this run's Ray processes only
     # Assert: two SecAgg+ rounds, four metered stages each, summed into the train bytes
     lines = RunLog(tmp_path / "runs" / "secure").read()
     (reference,) = RunLog(tmp_path / "runs" / "plain").read()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import psutil
 import pytest
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
+from flwr.serverapp import Grid
+from sim_helpers import RecordingGrid, simulate_server
 
 from fedvida.config import Config
 from fedvida.data.partition import Plan
@@ -27,7 +26,7 @@ from fedvida.errors import InputError
 from fedvida.federation import client as fc
 from fedvida.federation.checkpoints import checkpoint_dir, load_checkpoint
 from fedvida.federation.records import check_reply
-from fedvida.federation.runner import ChildWatch, backend_config, flower_environment, run_federated
+from fedvida.federation.runner import run_federated
 from fedvida.federation.server import serve
 from fedvida.reporting.runlog import RunLog
 
@@ -126,28 +125,6 @@ def _query(msg: Message, context: Context) -> Message:
     return fc.guarded(fc.identify)(msg, context)
 
 
-class RecordingGrid:
-    """Passes everything to the real grid and keeps every message a client sent back."""
-
-    def __init__(self, grid: Grid) -> None:
-        self.grid = grid
-        self.sent: list[Message] = []
-        self.received: list[Message] = []
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.grid.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        msgs = list(messages)
-        self.sent.extend(msgs)
-        return self.grid.push_messages(msgs)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        got = list(self.grid.pull_messages(message_ids))
-        self.received.extend(got)
-        return got
-
-
 def test_faulty_client_no_audio_client_and_privacy_boundary(
     fed_pipeline: Config, tmp_path: Path
 ) -> None:
@@ -161,22 +138,13 @@ def test_faulty_client_no_audio_client_and_privacy_boundary(
     cfg.partition.plan = tmp_path / "plan.json"
     plan.save(cfg.partition.plan)
     recording: list[RecordingGrid] = []
-    server_app = ServerApp()
 
-    @server_app.main()
-    def _main(grid: Grid, context: Context) -> None:
+    def main(grid: Grid) -> None:
         recording.append(RecordingGrid(grid))
         serve(recording[0], cfg)  # type: ignore[arg-type]
 
-    flower_environment()
-    watch = ChildWatch()
-    watch.start()
     # Act
-    try:
-        run_simulation(server_app=server_app, client_app=faulty_app, num_supernodes=4,
-                       backend_config=backend_config(cfg))  # type: ignore[arg-type]
-    finally:
-        watch.stop_and_reap()
+    simulate_server(main, cfg, faulty_app)
     # Assert: the round went on without client 1; client 0 trained without any audio
     (line,) = RunLog(tmp_path / "runs" / "faults").read()
     assert line["aggregated"] and sorted(line["clients"]) == ["0", "2", "3"]

@@ -1,0 +1,72 @@
+"""Simulation harness of the integration tests: a test's own ServerApp main in a Ray
+simulation (the product ClientApp by default), and a grid that records every message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
+
+from fedvida.config import Config
+from fedvida.federation.runner import (
+    CLIENT_APP,
+    ChildWatch,
+    backend_config,
+    flower_environment,
+    load_component,
+)
+
+
+class RecordingGrid:
+    """Passes everything to the real grid and keeps every message a client sent back."""
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+        self.sent: list[Message] = []
+        self.received: list[Message] = []
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        msgs = list(messages)
+        self.sent.extend(msgs)
+        return self.grid.push_messages(msgs)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        got = list(self.grid.pull_messages(message_ids))
+        self.received.extend(got)
+        return got
+
+
+def simulate_server(
+    main: Callable[[Grid], None], cfg: Config, client_app: ClientApp | None = None,
+    num_supernodes: int = 4,
+) -> tuple[list[int], ChildWatch]:
+    """Run ``main(grid)`` as the ServerApp of a Flower simulation with ``cfg``'s Ray settings.
+
+    Every Ray process of the run is reaped afterwards (by this run's `ChildWatch` token, so
+    other jobs' Ray processes are never touched). Returns the pids that had to be ended and
+    the watch.
+    """
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        main(grid)
+
+    flower_environment()
+    watch = ChildWatch()
+    watch.start()
+    try:
+        run_simulation(server_app=server_app,
+                       client_app=client_app or load_component(CLIENT_APP),
+                       num_supernodes=num_supernodes,
+                       backend_config=backend_config(cfg))  # type: ignore[arg-type]
+    finally:
+        ended = watch.stop_and_reap()
+    return ended, watch
