@@ -227,10 +227,22 @@ class ModelConfig(Section):
         0.5, ge=0.0, le=1.0, description="CAFMap: condition weight per step away from an anchor."
     )
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    source_indicator: bool = Field(
+        True,
+        description="The classifier is told the source of its audio slot (real / generated / "
+        "absent, one-hot); false: one present flag for real and generated alike.",
+    )
+    fusion: Literal["early", "late"] = Field(
+        "late",
+        description="Classifier fusion: 'early' = one LSTM over video + audio per step; 'late' "
+        "= a video LSTM head plus an audio LSTM head, logits summed (audio only where present).",
+    )
 
 
-Method = Literal["video_only", "gt_audio", "generated", "svdmap", "cafmap"]
-METHODS: tuple[str, ...] = ("video_only", "gt_audio", "generated", "svdmap", "cafmap")
+Method = Literal["video_only", "gt_audio", "generated", "svdmap", "cafmap", "prototype"]
+METHODS: tuple[str, ...] = (
+    "video_only", "gt_audio", "generated", "svdmap", "cafmap", "prototype",
+)
 
 
 class TrainConfig(Section):
@@ -263,6 +275,50 @@ class TrainConfig(Section):
     )
     gen_weight: float = Field(1.0, ge=0.0, description="Weight of the generator loss.")
     gen_cos_weight: float = Field(1.0, ge=0.0, description="Generator loss = MSE + w (1 - cos).")
+    gen_tag_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Distillation of the audio encoder's AudioSet tag scores: BCE between the "
+        "(frozen) tagger on generated audio and the real clip's tags, added to the generator "
+        "loss with this weight.",
+    )
+    gen_weight_decay: float | None = Field(
+        None, ge=0.0, description="Weight decay of the generator (None: train.weight_decay)."
+    )
+    video_head_weight: float = Field(
+        1.0,
+        ge=0.0,
+        description="Late fusion: weight of the auxiliary cross-entropy of the video head alone "
+        "(keeps the video pathway trained when audio makes the task easy).",
+    )
+    fill_weight: float | None = Field(
+        None,
+        ge=0.0,
+        description="Late fusion: weight of the audio head's logits on fill-ins (generated, "
+        "prototype). None: chosen centrally on the validation split (lowest cross-entropy on "
+        "its clips without real audio, from 0, 0.25, 0.5, 0.75, 1); federated runs use 1.",
+    )
+    modality_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Training: each clip with real audio is treated as missing with this "
+        "probability (the classifier then sees what the method fills in: generated, prototype "
+        "or absent), so that it keeps using video and learns to trust fill-ins.",
+    )
+    val_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Validation split carved from each client's training clips (seeded per "
+        "client): it chooses early stopping and the SVDMap threshold; the test split chooses "
+        "nothing. 0: no validation split.",
+    )
+    early_stopping: bool = Field(
+        True,
+        description="Centralised training keeps the epoch with the best validation top-1 "
+        "(needs val_fraction > 0).",
+    )
     tag_weight: float = Field(1.0, ge=0.0, description="Weight of the tagger (BCE) loss.")
     svdmap_threshold: float = Field(0.72, ge=-1.0, le=1.0)
     svdmap_candidates: Literal["all", "topk"] = Field(
@@ -308,7 +364,7 @@ class FederationConfig(Section):
     proximal_mu: float = Field(0.01, ge=0.0)
     server_lr: float = Field(0.01, gt=0.0, description="FedAdam server learning rate (eta).")
     shared_prefixes: list[str] = Field(
-        default_factory=lambda: ["audio_proj", "generator", "classifier", "tagger"]
+        default_factory=lambda: ["audio_proj", "generator", "classifier", "tagger", "prototypes"]
     )
     methods: list[Method] = Field(
         default_factory=list,

@@ -96,9 +96,11 @@ def comparison_rows(
 
 
 def write_comparison(
-    folder: Path, rows: list[list[Any]], header: list[str], stage_seconds: dict[str, float]
+    folder: Path, rows: list[list[Any]], header: list[str], stage_seconds: dict[str, float],
+    missing: Sequence[str] = (),
 ) -> Path:
-    """Write the comparison table as markdown + JSON beside the federated run's report."""
+    """Write the comparison as markdown + JSON beside the federated run's report; the
+    missing-audio tables (`missing`, markdown lines) lead it."""
     from fedvida.reporting.runlog import markdown_table
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,6 +109,8 @@ def write_comparison(
     path = folder / "comparison.md"
     path.write_text(
         "# Federated vs centralised, per method\n\n"
+        + "".join(line + "\n" for line in missing)
+        + "## All test clips\n\n"
         + "\n".join(lines)
         + "\n\nfed = federated global model, cen = centralised reference (same data, split, "
         "seed); test split of the plan.\n\n## Stage wall times\n\n"
@@ -173,13 +177,21 @@ def run_pipeline(
     central_results, _ = timer.run("centralised reference", lambda: run_central(cfg, methods))
     central = {r.method: r.test for r in central_results}
 
+    from fedvida.reporting.missing import markdown as missing_markdown
+    from fedvida.reporting.missing import print_missing
+
+    print_missing(federated, "Missing audio, federated global model", list(methods))
+    print_missing(central, "Missing audio, centralised reference")
+    missing_md = (missing_markdown(federated, list(methods), "Missing audio, federated")
+                  + missing_markdown(central, None, "Missing audio, centralised reference"))
     header = ["method"]
     for col in COMPARE_COLUMNS:
         header += [f"{SHORT_NAMES[col]} fed", f"{SHORT_NAMES[col]} cen"]
     header.append("MB moved (fed)")
     rows = comparison_rows(federated, central, methods)
     print_table("Federated (fed) vs centralised reference (cen), test split", header, rows)
-    out = write_comparison(Path(cfg.train.runs_dir) / name, rows, header, timer.seconds)
+    out = write_comparison(Path(cfg.train.runs_dir) / name, rows, header, timer.seconds,
+                           missing_md)
     print_table("stage wall times", ["stage", "seconds"], list(timer.seconds.items()))
     console.print(f"comparison: {out}; federated report: {out.parent / 'report.md'}",
                   markup=False)

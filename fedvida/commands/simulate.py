@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
 def _simulate(args: argparse.Namespace) -> int:
     from fedvida.federation.runner import run_federated
     from fedvida.reporting.console import console, print_table
+    from fedvida.reporting.missing import print_missing
 
     cfg = config_from_args(args)
     if args.all_methods:
@@ -51,6 +52,7 @@ def _simulate(args: argparse.Namespace) -> int:
              *([float(r.get("epsilon", float("nan")))] if private else [])]
             for m, r in results.items()]
     delta = next((r["delta"] for r in results.values() if "delta" in r), None)
+    print_missing(results, "Missing audio, federated global model")
     print_table("Federated results (global model, test split)",
                 ["method", *cols, "MB down", "MB up", "seconds",
                  *([f"eps (delta {delta:.0e})"] if private else [])], rows)

@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
     which.add_argument("--method", choices=METHODS, default=None, help="one method")
     which.add_argument("--all-methods", action="store_true", help="all five methods")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="train every method once per seed (train.seed) and report mean +- std "
+                   "and the paired bootstrap CI on the missing-audio clips")
     p.set_defaults(handler=_train)
 
 
@@ -51,6 +54,7 @@ def comparison_rows(results: list[Any]) -> list[list[Any]]:
 
 def _train(args: argparse.Namespace) -> int:
     from fedvida.reporting.console import console, print_table, rate_progress
+    from fedvida.reporting.missing import print_missing
     from fedvida.training.central import load_central_data, run_central
 
     overrides = list(args.overrides)
@@ -65,8 +69,12 @@ def _train(args: argparse.Namespace) -> int:
     console.print(
         f"train: {len(data.train.labels)} clips ({n_with} with audio), test: "
         f"{len(data.test.labels)} clips ({int(data.test.audio_present.sum())} with audio), "
-        f"{len(data.classes)} classes"
+        f"{len(data.classes)} classes; validation: "
+        f"{0 if data.val is None else len(data.val.labels)} clips carved from the training "
+        "clients (train.val_fraction)"
     )
+    if args.seeds:
+        return _train_seeds(cfg, methods, args.seeds)
     with rate_progress("epochs") as progress:
         task = progress.add_task("training", total=cfg.train.epochs * len(methods))
 
@@ -75,6 +83,7 @@ def _train(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, description=f"{method} loss {loss:.3f}")
 
         results, folder = run_central(cfg, methods, data=data, on_epoch=on_epoch)
+    print_missing({r.method: r.test for r in results}, f"Missing audio, seed {cfg.train.seed}")
     print_table(
         f"Test split, seed {cfg.train.seed}",
         ["method", *[label for _, label in TABLE_COLUMNS], "s"],
@@ -82,4 +91,33 @@ def _train(args: argparse.Namespace) -> int:
         caption=TABLE_CAPTION,
     )
     console.print(f"run folder: {folder}")
+    return 0
+
+
+def _train_seeds(cfg: Any, methods: list[str], seeds: list[int]) -> int:
+    """One run per seed in ``<runs>/train-<name>-<stamp>/seed-<s>/`` and the summary beside."""
+    import json
+
+    from fedvida.reporting.console import console, print_table
+    from fedvida.reporting.missing import SEED_CAPTION, SEED_HEADER, seed_rows
+    from fedvida.reporting.runlog import markdown_table
+    from fedvida.training.central import run_folder, run_seeds
+
+    folder = run_folder(cfg)
+
+    def said(seed: int, results: list[Any]) -> None:
+        console.print(f"seed {seed}: " + ", ".join(
+            f"{r.method} {r.test.get('top1_missing', float('nan')):.3f}" for r in results),
+            markup=False)
+
+    with console.status(f"training {len(methods)} method(s) x {len(seeds)} seeds"):
+        runs = run_seeds(cfg, methods, seeds, folder, on_seed=said)
+    rows = seed_rows(runs.summary)
+    title = f"Missing audio over seeds {', '.join(map(str, seeds))} (centralised)"
+    print_table(title, SEED_HEADER, rows, caption=SEED_CAPTION)
+    (folder / "missing_audio.md").write_text("\n".join(
+        [f"# {title}", "", SEED_CAPTION, "", *markdown_table(SEED_HEADER, rows), ""]))
+    (folder / "seeds.json").write_text(json.dumps(
+        {"seeds": seeds, "summary": runs.summary, "per_seed": runs.per_seed}, indent=1))
+    console.print(f"run folder: {folder} (seed-*/, missing_audio.md, seeds.json)")
     return 0

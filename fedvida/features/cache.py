@@ -223,7 +223,9 @@ def ensure_pack(cfg: ExtractConfig, plan: Plan, partition: int | str) -> Path:
     return pack_dir
 
 
-def load_features(cfg: Config, plan: Plan, partition: int | str) -> FeatureSet:
+def load_features(
+    cfg: Config, plan: Plan, partition: int | str, *, withhold: bool = True
+) -> FeatureSet:
     """Features of one partition in plan order, with the plan's withholding applied.
 
     Parameters
@@ -234,6 +236,9 @@ def load_features(cfg: Config, plan: Plan, partition: int | str) -> FeatureSet:
         The partition plan; its ``withheld`` flags are applied here.
     partition
         Client id (int or its string) or ``"test"``.
+    withhold
+        False gives the *oracle* view: the same clips with the withheld audio given back (for
+        the evaluator's real-audio reference only; never for training or a method's input).
 
     Returns
     -------
@@ -252,6 +257,8 @@ def load_features(cfg: Config, plan: Plan, partition: int | str) -> FeatureSet:
     meta = json.loads((pack_dir / "meta.json").read_text())
     arr = {n: np.load(pack_dir / f"{n}.npy", mmap_mode="r") for n in PACK_ARRAYS}
     withheld = np.array([clips[i].withheld for i in meta["kept"]], dtype=bool)
+    if not withhold:
+        withheld[:] = False
     present = np.asarray(arr["present"])
     hide = withheld & present
     audio, tags = arr["audio"], arr["tags"]

@@ -80,6 +80,7 @@ _FEATURES = _Lru(FEATURE_CACHE_SIZE)  # (plan, cache, partition) -> (Plan, Featu
 _PLANS = _Lru(1)  # (plan file, mtime) -> Plan: a 1000-client plan is slow to parse
 _CONFIGS = _Lru(CONFIG_CACHE_SIZE)  # instruction -> Config
 _MODELS = _Lru(MODEL_CACHE_SIZE)  # (config id, dims) -> (config ref, model, initial state)
+_SPLITS = _Lru(FEATURE_CACHE_SIZE)  # (FeatureSet id, split settings) -> (ref, train, val)
 
 
 def client_seed(seed: int, server_round: int, partition: int) -> int:
@@ -110,6 +111,22 @@ def local_features(cfg: Config, partition: int | str) -> tuple[Plan, FeatureSet]
     data = load_features(cfg, plan, partition)
     _FEATURES.put(key, (plan, data))
     return plan, data
+
+
+def train_and_validation(cfg: Config, partition: int) -> tuple[Plan, FeatureSet, FeatureSet]:
+    """A client's training clips split into (train, validation), as the centralised reference
+    splits them (`fedvida.training.data.split_validation`, seeded by ``partition.seed``)."""
+    from fedvida.training.data import split_validation
+
+    plan, data = local_features(cfg, partition)
+    key = ("split", id(data), cfg.train.val_fraction, cfg.partition.seed)
+    cached = _SPLITS.get(key)
+    if cached is None or cached[0]() is not data:
+        train, val = split_validation(data, cfg.train.val_fraction, cfg.partition.seed,
+                                      partition)
+        cached = (weakref.ref(data), train, val)
+        _SPLITS.put(key, cached)
+    return plan, cached[1], cached[2]
 
 
 def dictionary_for(cfg: Config, digest: str) -> SemanticDictionary | None:
@@ -195,7 +212,7 @@ def train(msg: Message, context: Context) -> Message:
 
     start = time.perf_counter()
     cfg, conf, partition = _setup(msg, context)
-    plan, data = local_features(cfg, partition)
+    plan, data, val = train_and_validation(cfg, partition)
     dictionary = dictionary_for(cfg, str(conf.get(R.CFG_DIGEST, "")))
     incoming = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
     model, entry = _model(cfg, plan, data, incoming)
@@ -209,6 +226,12 @@ def train(msg: Message, context: Context) -> Message:
         cfg, context.node_config, partition, nodestate.LOCAL, server_round) if partial else None)
     if local_in:
         load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in local_in.items()})
+    val_metrics: dict[str, float] = {}
+    if len(val):  # the global model on this client's validation clips, before local training
+        from fedvida.training.local import evaluate as evaluate_local
+
+        checked = evaluate_local(model, val, cfg, dictionary)
+        val_metrics = {"val_top1": checked["top1"], "val-examples": float(len(val))}
     mu = cfg.federation.proximal_mu
     proximal = incoming if mu > 0 else None  # load_state copied it: still the global weights
     fit_start = time.perf_counter()
@@ -224,7 +247,8 @@ def train(msg: Message, context: Context) -> Message:
         nodestate.save_state(cfg, context.node_config, partition, nodestate.LOCAL, server_round,
                              {k: v.detach().cpu().numpy() for k, v in local.items()})
     _release(entry)
-    metrics = {**metrics, R.WEIGHT_KEY: int(metrics.get(R.WEIGHT_KEY, len(data.labels))),
+    metrics = {**metrics, **val_metrics,
+               R.WEIGHT_KEY: int(metrics.get(R.WEIGHT_KEY, len(data.labels))),
                "partition-id": partition, "fit-seconds": fit_seconds,
                "client-seconds": time.perf_counter() - start}
     if cfg.privacy.dp.mode in CENTRAL_MODES:  # central DP averages clipped updates uniformly

@@ -18,6 +18,8 @@ class RoundPrinter:
         server = line.get("server") or {}
         top1 = f"top1 {server['top1']:.3f}" if "top1" in server else "top1 -    "
         f1 = f"  F1 {server['macro_f1']:.3f}" if "macro_f1" in server else ""
+        if "top1_missing" in server:  # on the clips whose audio is withheld
+            f1 += f"  missing {server['top1_missing']:.3f}"
         loss = line.get("train", {}).get("train_loss")
         loss_text = f"  loss {loss:.3f}" if isinstance(loss, int | float) else ""
         fails = len(line.get("failures", []))

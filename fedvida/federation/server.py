@@ -85,10 +85,14 @@ class ServerEvaluator:
     """Evaluates global arrays on the test split (the plan's ``"test"`` partition)."""
 
     def __init__(self, cfg: Config, digest: str) -> None:
+        from fedvida.features.cache import load_features
         from fedvida.federation.client import dictionary_for, local_features
         from fedvida.models.container import FeatureDims
 
         self.plan, self.test = local_features(cfg, "test")
+        # the same clips with the withheld audio given back: the real-audio reference of the
+        # missing-audio metrics (fedvida.training.evaluation); never a method's input
+        self.oracle = load_features(cfg, self.plan, "test", withhold=False)
         self.dims = FeatureDims.from_features(self.test, len(self.plan.classes))
         self.dictionary = dictionary_for(cfg, digest)
         self._models: dict[tuple[str, int], Any] = {}
@@ -114,7 +118,8 @@ class ServerEvaluator:
             self._models[key] = build_model(cfg, self.dims)
         model = self._models[key]
         load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-        return {k: float(v) for k, v in evaluate(model, self.test, cfg, self.dictionary).items()}
+        metrics = evaluate(model, self.test, cfg, self.dictionary, oracle=self.oracle)
+        return {k: float(v) for k, v in metrics.items()}
 
 
 def serve(grid: Grid, cfg: Config, on_round: RoundHook | None = None) -> dict[str, dict[str, Any]]:

@@ -18,13 +18,15 @@ from torch import nn
 from fedvida.errors import FedvidaError
 from fedvida.models.classifier import ActionClassifier
 from fedvida.models.generator import AudioGenerator
-from fedvida.models.heads import AudioProjection, AudioTagger
+from fedvida.models.heads import AudioProjection, AudioTagger, ClassPrototypes
 
 if TYPE_CHECKING:
     from fedvida.config import Config
     from fedvida.features.cache import FeatureSet
 
-PREFIXES: tuple[str, ...] = ("audio_proj", "generator", "classifier", "tagger")
+PREFIXES: tuple[str, ...] = (
+    "audio_proj", "generator", "classifier", "tagger", "prototypes",
+)
 
 
 class ModelStateError(FedvidaError):
@@ -80,6 +82,8 @@ class FedvidaModel(nn.Module):
         video + audio + present flag -> (B, C) logits.
     tagger
         (B, T, A) audio -> (B, num_tags) AudioSet logits.
+    prototypes
+        Per-class mean projected real audio (buffers only; the `prototype` fill-in).
     """
 
     def __init__(self, cfg: Config, dims: FeatureDims) -> None:
@@ -104,8 +108,11 @@ class FedvidaModel(nn.Module):
             hidden=m.hidden,
             num_classes=dims.num_classes,
             dropout=m.dropout,
+            source_indicator=m.source_indicator,
+            fusion=m.fusion,
         )
         self.tagger = AudioTagger(m.audio_dim, m.tagger_hidden, dims.num_tags)
+        self.prototypes = ClassPrototypes(dims.num_classes, m.audio_dim)
 
     def num_parameters(self) -> dict[str, int]:
         """Trainable parameter count per part."""

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_run(run_dir: Path, rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Path]:
-    """Write ``plots/accuracy.png`` and ``plots/bytes.png``; returns name -> path.
+    """Write ``plots/missing_audio.png``, ``plots/gap_closed.png`` (when measured),
+    ``plots/accuracy.png`` and ``plots/bytes.png``; returns name -> path.
 
     Parameters
     ----------
@@ -21,9 +22,11 @@ def plot_run(run_dir: Path, rounds: dict[str, list[dict[str, Any]]]) -> dict[str
     rounds
         Per method, its metric lines in round order (see `fedvida.reporting.runlog`).
     """
+    from fedvida.reporting.missing import plot_missing_rounds
+
     out_dir = Path(run_dir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
+    paths: dict[str, Path] = dict(plot_missing_rounds(rounds, out_dir))  # the first plots
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for method, lines in rounds.items():

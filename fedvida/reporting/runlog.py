@@ -149,11 +149,16 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
     log = RunLog(run_dir)
     methods = log.methods()
     plots = plot_run(run_dir, {m: log.rounds(m) for m in methods})
+    from fedvida.reporting.missing import markdown as missing_markdown
+
     cols = ["top1", "macro_f1", "top1_with_audio", "top1_without_audio"]
     out = [f"# {title or run_dir.name}: federated run", ""]
+    final = [final_metrics(log.rounds(m)) for m in methods]
+    out += missing_markdown(dict(zip(methods, final, strict=True)), methods,
+                            "Missing audio: the oracle gap, global model after the last round")
+    out += ["## All test clips", ""]
     out += ["Global model on the test split after the last round; bytes are serialized "
             "messages summed over all rounds (down = server to clients).", ""]
-    final = [final_metrics(log.rounds(m)) for m in methods]
     out += markdown_table(
         ["method", "rounds", *cols, "train loss", "MB down", "MB up", "seconds", "failures"],
         [[m, f["rounds"], *(f.get(c, "-") for c in cols), f["train_loss"], _mb(f["bytes_down"]),

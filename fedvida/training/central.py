@@ -21,10 +21,10 @@ import numpy as np
 
 from fedvida.errors import FedvidaError
 from fedvida.models.container import FeatureDims, FedvidaModel, build_model
-from fedvida.training.data import concat_features
-from fedvida.training.local import metrics_from_predictions, predict, train_local
+from fedvida.training.data import concat_features, split_validation
+from fedvida.training.local import Predictions, metrics_from_predictions, predict, train_local
 from fedvida.training.methods import get_method
-from fedvida.training.metrics import confusion_matrix
+from fedvida.training.metrics import confusion_matrix, topk_accuracy
 
 if TYPE_CHECKING:
     from fedvida.config import Config
@@ -36,12 +36,18 @@ EpochHook = Callable[[str, int, dict[str, float]], None]
 
 @dataclass
 class CentralData:
-    """The pooled training clips, the test clips, class names and the dictionary."""
+    """The pooled training and validation clips, the test clips, class names and the dictionary.
+
+    ``test_oracle`` is the test split with the withheld audio given back: only the evaluator's
+    real-audio reference reads it (`Predictions.oracle_logits`).
+    """
 
     train: FeatureSet
     test: FeatureSet
     classes: list[str]
     dictionary: SemanticDictionary | None
+    val: FeatureSet | None = None
+    test_oracle: FeatureSet | None = None
 
 
 @dataclass
@@ -54,6 +60,7 @@ class MethodResult:
     confusion: np.ndarray
     seconds: float
     model: FedvidaModel | None = field(default=None, repr=False)
+    correct: np.ndarray | None = field(default=None, repr=False)  # see `correct_missing`
 
 
 def load_central_data(cfg: Config, methods: Sequence[str]) -> CentralData:
@@ -73,9 +80,12 @@ def load_central_data(cfg: Config, methods: Sequence[str]) -> CentralData:
     if not Path(cfg.partition.plan).is_file():
         raise FedvidaError(f"no plan at {cfg.partition.plan}; run `fedvida partition` first")
     plan = Plan.load(Path(cfg.partition.plan))
-    parts = [load_features(cfg, plan, k) for k in range(len(plan.clients))]
-    train = concat_features(parts)
+    parts = [split_validation(load_features(cfg, plan, k), cfg.train.val_fraction,
+                              cfg.partition.seed, k) for k in range(len(plan.clients))]
+    train = concat_features([t for t, _ in parts])
+    val = concat_features([v for _, v in parts]) if cfg.train.val_fraction > 0 else None
     test = load_features(cfg, plan, "test")
+    oracle = load_features(cfg, plan, "test", withhold=False)
     dictionary = None
     if any(get_method(m).conditioned or get_method(m).filtered for m in methods):
         from fedvida.semantics.dictionary import SemanticDictionary
@@ -85,7 +95,8 @@ def load_central_data(cfg: Config, methods: Sequence[str]) -> CentralData:
                 f"no semantic dictionary at {cfg.dictionary.out}; run `fedvida dictionary build`"
             )
         dictionary = SemanticDictionary.load(Path(cfg.dictionary.out))
-    return CentralData(train=train, test=test, classes=list(plan.classes), dictionary=dictionary)
+    return CentralData(train=train, test=test, classes=list(plan.classes), dictionary=dictionary,
+                       val=val, test_oracle=oracle)
 
 
 def train_method(
@@ -106,13 +117,88 @@ def train_method(
         method=method,
         class_names=data.classes,
         on_epoch=hook,
+        val=data.val,
     )
+    if get_method(method).filtered and data.val is not None and len(data.val) > 0:
+        cfg = choose_svdmap_threshold(model, cfg, data, method)
+        train_metrics["svdmap_threshold"] = cfg.train.svdmap_threshold
+    if get_method(method).fills and model.classifier.fusion == "late":
+        train_metrics["fill_weight"] = choose_fill_weight(model, cfg, data, method)
     preds = predict(model, data.test, cfg, data.dictionary, method=method,
-                    class_names=data.classes)
+                    class_names=data.classes, oracle=data.test_oracle)
     test_metrics = metrics_from_predictions(preds, cfg)
     cm = confusion_matrix(preds.labels, preds.logits.argmax(axis=1), len(data.classes))
     return MethodResult(method, train_metrics, test_metrics, cm, time.perf_counter() - start,
-                        model)
+                        model, correct_missing(preds))
+
+
+def correct_missing(preds: Predictions) -> np.ndarray:
+    """(N_test,) int8 per test clip: 1 correct, 0 wrong (for paired bootstrap over clips), with
+    -1 where the clip is not a missing-audio clip."""
+    ok = (preds.logits.argmax(axis=1) == preds.labels).astype(np.int8)
+    if preds.missing is None:
+        return np.full_like(ok, -1)
+    return np.where(preds.missing, ok, -1).astype(np.int8)
+
+
+def choose_fill_weight(model: FedvidaModel, cfg: Config, data: CentralData,
+                       method: str) -> float:
+    """Set (and return) the late-fusion weight of the audio head on fill-ins.
+
+    ``train.fill_weight`` when set; otherwise the weight of `FILL_WEIGHTS` with the lowest
+    cross-entropy on the validation clips that have no real audio (where the fill-in is used),
+    like temperature scaling (Guo et al., "On calibration of modern neural networks", ICML
+    2017). 1.0 when there is no such clip. The test split is not used.
+    """
+    import torch
+
+    fixed = cfg.train.fill_weight
+    best = 1.0 if fixed is None else float(fixed)
+    val = data.val
+    if fixed is None and val is not None and len(val) > 0:
+        missing = ~np.asarray(val.audio_present, dtype=bool)
+        if missing.any():
+            losses = []
+            for w in FILL_WEIGHTS:
+                model.classifier.fill_weight.fill_(w)
+                p = predict(model, val, cfg, data.dictionary, method=method,
+                            class_names=data.classes, sweep=False)
+                logits = torch.from_numpy(p.logits[missing])
+                labels = torch.from_numpy(p.labels[missing])
+                losses.append((float(torch.nn.functional.cross_entropy(logits, labels)), w))
+            best = min(losses)[1]
+    model.classifier.fill_weight.fill_(best)
+    return best
+
+
+FILL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def choose_svdmap_threshold(model: FedvidaModel, cfg: Config, data: CentralData,
+                            method: str) -> Config:
+    """A copy of `cfg` whose ``train.svdmap_threshold`` is the swept threshold with the best
+    validation top-1 (ties: the higher threshold); the test split is not used."""
+    assert data.val is not None
+    p = predict(model, data.val, cfg, data.dictionary, method=method, class_names=data.classes)
+    scores = [(topk_accuracy(logits, p.labels, 1), t) for t, (logits, _) in p.sweep.items()]
+    if not scores:
+        return cfg
+    _, best = max(scores)
+    out = cfg.model_copy(deep=True)
+    out.train.svdmap_threshold = best
+    return out
+
+
+def probe_result(cfg: Config, data: CentralData) -> MethodResult:
+    """The linear-probe video baseline on the same training clips (`fedvida.training.probe`)."""
+    from fedvida.training.evaluation import PROBE
+    from fedvida.training.probe import linear_probe
+
+    start = time.perf_counter()
+    res = linear_probe(data.train, data.val, data.test, len(data.classes), cfg.train.seed)
+    cm = np.zeros((len(data.classes),) * 2, dtype=np.int64)
+    return MethodResult(PROBE, {"C": res.c}, res.metrics, cm, time.perf_counter() - start,
+                        None, res.correct)
 
 
 def run_folder(cfg: Config) -> Path:
@@ -157,9 +243,17 @@ def write_run(
             state = {k: v.detach().cpu().contiguous() for k, v in r.model.state_dict().items()}
             save_file(state, str(folder / f"model-{r.method}.safetensors"),
                       metadata={"method": r.method, "seed": str(cfg.train.seed)})
-    plot_comparison({r.method: r.test for r in results}, folder / "comparison.png")
-    plot_confusions({r.method: r.confusion for r in results}, classes, folder / "confusion.png")
-    for r in results:
+    from fedvida.reporting.missing import markdown as missing_markdown
+    from fedvida.reporting.missing import plot_missing_bars
+    from fedvida.training.evaluation import PROBE
+
+    tests = {r.method: r.test for r in results}
+    (folder / "missing_audio.md").write_text("\n".join(missing_markdown(tests)))
+    plot_missing_bars(tests, folder / "missing_audio.png")
+    trained = [r for r in results if r.method != PROBE]
+    plot_comparison({r.method: r.test for r in trained}, folder / "comparison.png")
+    plot_confusions({r.method: r.confusion for r in trained}, classes, folder / "confusion.png")
+    for r in trained:
         if get_method(r.method).filtered:
             plot_svdmap_sweep(r.test, folder / "svdmap_sweep.png")
 
@@ -171,8 +265,11 @@ def run_central(
     data: CentralData | None = None,
     on_epoch: EpochHook | None = None,
     write: bool = True,
+    probe: bool = True,
 ) -> tuple[list[MethodResult], Path | None]:
-    """Train and evaluate each method in turn; write the run folder.
+    """Train and evaluate each method in turn (and the linear probe); write the run folder.
+
+    With `probe` the last result is the linear-probe video baseline (`PROBE`, no model).
 
     Returns
     -------
@@ -181,8 +278,57 @@ def run_central(
     """
     data = data if data is not None else load_central_data(cfg, methods)
     results = [train_method(cfg, m, data, on_epoch) for m in methods]
+    if probe:
+        results.append(probe_result(cfg, data))
     folder = None
     if write:
         folder = run_folder(cfg)
         write_run(cfg, results, data.classes, folder)
     return results, folder
+
+
+@dataclass
+class SeedRuns:
+    """Every method trained once per seed (`run_seeds`)."""
+
+    seeds: list[int]
+    per_seed: list[dict[str, dict[str, float]]]  # seed -> method -> test metrics
+    summary: list[dict[str, object]]  # `fedvida.training.evaluation.seed_summary`
+
+
+def run_seeds(
+    cfg: Config,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    folder: Path | None = None,
+    on_seed: Callable[[int, list[MethodResult]], None] | None = None,
+) -> SeedRuns:
+    """Train `methods` (plus video_only and gt_audio, the references) once per seed.
+
+    Each seed trains from ``train.seed = s`` on the same plan, validation split and test
+    split; the linear probe is added. With `folder`, seed s is written to ``folder/seed-<s>``.
+
+    Returns
+    -------
+    SeedRuns
+        Per-seed test metrics and the missing-audio summary (mean +- std, paired bootstrap CI).
+    """
+    from fedvida.training.evaluation import PROBE, seed_summary
+
+    names = list(dict.fromkeys(["video_only", "gt_audio", *methods]))
+    per_seed: list[dict[str, dict[str, float]]] = []
+    correct = []
+    for seed in seeds:
+        scfg = cfg.model_copy(deep=True)
+        scfg.train.seed = seed
+        data = load_central_data(scfg, names)
+        results, _ = run_central(scfg, names, data=data, write=False)
+        if folder is not None:
+            (folder / f"seed-{seed}").mkdir(parents=True)
+            write_run(scfg, results, data.classes, folder / f"seed-{seed}")
+        per_seed.append({r.method: r.test for r in results})
+        correct.append({r.method: r.correct for r in results if r.correct is not None})
+        if on_seed is not None:
+            on_seed(seed, results)
+    summary = seed_summary(per_seed, correct, [*names, PROBE])
+    return SeedRuns(list(seeds), per_seed, summary)

@@ -230,3 +230,45 @@ def concat_features(parts: list[FeatureSet]) -> FeatureSet:
         else:
             values[f.name] = items[0]
     return cls(**values)
+
+
+def take_features(fs: FeatureSet, idx: np.ndarray) -> FeatureSet:
+    """The clips at positions `idx` of a FeatureSet, as a new FeatureSet (same field order)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    values: dict[str, Any] = {}
+    n = len(fs.relpaths)
+    for f in dataclasses.fields(type(fs)):
+        value = getattr(fs, f.name)
+        if f.name == "skipped":
+            values[f.name] = list(value)
+        elif isinstance(value, list) and len(value) == n:
+            values[f.name] = [value[i] for i in idx]
+        elif isinstance(value, np.ndarray) and value.shape[:1] == (n,):
+            values[f.name] = np.asarray(value)[idx]
+        else:
+            values[f.name] = value
+    return type(fs)(**values)
+
+
+def split_validation(
+    fs: FeatureSet, fraction: float, seed: int, partition: int | str
+) -> tuple[FeatureSet, FeatureSet]:
+    """Carve a seeded validation split out of one client's training clips.
+
+    ``round(fraction * n)`` clips (at most n - 1, none when n < 2) go to validation, drawn by
+    ``np.random.default_rng([seed, 7919, partition])`` (the test split is never involved), so
+    the split is the same for every method and every training seed, centrally and in
+    federation. Clip order is kept within both parts.
+
+    Returns
+    -------
+    tuple
+        (train, validation) FeatureSets.
+    """
+    n = len(fs.relpaths)
+    k = min(int(round(fraction * n)), n - 1) if n >= 2 else 0
+    pid = int(partition) if str(partition).isdigit() else 10**6
+    order = np.random.default_rng([seed, 7919, pid]).permutation(n)
+    val = np.sort(order[:k])
+    train = np.sort(order[k:])
+    return take_features(fs, train), take_features(fs, val)

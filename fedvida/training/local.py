@@ -17,15 +17,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedvida.errors import FedvidaError
 from fedvida.models.container import FedvidaModel
-from fedvida.training.data import batch_indices, prepare
+from fedvida.training.data import ClipTensors, batch_indices, prepare
 from fedvida.training.losses import (
     classification_loss,
     generator_loss,
     proximal_term,
     tagger_loss,
 )
-from fedvida.training.methods import MethodContext, action_rows, get_method, method_forward
+from fedvida.training.methods import (
+    MethodContext,
+    action_rows,
+    get_method,
+    method_forward,
+    video_only_logits,
+)
 from fedvida.training.metrics import macro_f1, topk_accuracy
 
 if TYPE_CHECKING:
@@ -80,6 +87,7 @@ def train_local(
     method: str | None = None,
     class_names: Sequence[str] | None = None,
     on_epoch: EpochCallback | None = None,
+    val: FeatureSet | None = None,
 ) -> dict[str, float]:
     """Train `model` in place on `data` with the configured method.
 
@@ -106,12 +114,18 @@ def train_local(
         Class names in label order, to find each class in the dictionary (SVDMap).
     on_epoch
         Called as ``on_epoch(epoch, metrics)`` after each epoch.
+    val
+        Validation clips (carved from the training data, never the test split). With
+        ``train.early_stopping`` the model ends with the weights of the epoch whose validation
+        top-1 was best (ties: the earlier epoch).
 
     Returns
     -------
     dict[str, float]
         Averages over the last epoch: ``train_loss``, ``cls_loss``, ``gen_loss``, ``gen_mse``,
-        ``gen_cos``, ``tag_loss``, ``prox_loss``, ``train_acc``; plus ``num-examples``.
+        ``gen_cos``, ``gen_tag_loss``, ``tag_loss``, ``prox_loss``, ``train_acc``; plus
+        ``num-examples``; with `val`: ``val_top1`` (of the kept epoch) and ``best_epoch``
+        (1-based).
     """
     ctx = _context(model, cfg, dictionary, method, class_names)
     spec, tcfg = ctx.spec, cfg.train
@@ -121,28 +135,50 @@ def train_local(
     if n == 0:
         return {"num-examples": 0.0, "train_loss": 0.0}
     model.to(device).train()
-    optim = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    optim = torch.optim.Adam(_param_groups(model, cfg), lr=tcfg.lr)
     mu = cfg.federation.proximal_mu
     steps, noise_dim = tensors.visual.shape[1], cfg.model.noise_dim
     sums: dict[str, float] = {}
+    keep_best = val is not None and len(val) > 0 and tcfg.early_stopping
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    val_top1 = float("nan")
+    if spec.prototype:  # the prototypes received (global ones in federation) back unseen classes
+        protos = model.prototypes
+        protos.prior = protos.means().detach().clone() if bool(protos.counts.sum() > 0) else None
     with cpu_threads(tcfg.num_threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
             sums = {}
+            if spec.prototype:
+                update_prototypes(model, tensors, device)
+            model.train()
             for idx in batch_indices(n, tcfg.batch_size, gen):
                 batch = tensors.take(idx).to(device)
                 b = len(batch)
                 noise = None
                 if spec.generates and noise_dim > 0:
                     noise = torch.randn(b, steps, noise_dim, generator=gen).to(device)
-                fwd = method_forward(model, batch, ctx, training=True, noise=noise)
+                dropped = None
+                if tcfg.modality_dropout > 0 and spec.real_audio:
+                    dropped = (torch.rand(b, generator=gen) < tcfg.modality_dropout).to(device)
+                fwd = method_forward(model, batch, ctx, training=True, noise=noise,
+                                     dropped=dropped)
                 parts = {"cls_loss": classification_loss(fwd.logits, batch.labels)}
+                if model.classifier.fusion == "late" and tcfg.video_head_weight > 0 \
+                        and spec.real_audio:
+                    video = model.classifier.video_logits(batch.visual)
+                    parts["video_loss"] = tcfg.video_head_weight * classification_loss(
+                        video, batch.labels)
                 if spec.generates and fwd.generated is not None:
                     g_loss, g_mse, g_cos = generator_loss(
                         fwd.generated, fwd.real.detach(), batch.gen_mask, tcfg.gen_cos_weight
                     )
                     parts["gen_loss"] = tcfg.gen_weight * g_loss
+                    if tcfg.gen_tag_weight > 0:
+                        parts["gen_tag_loss"] = tcfg.gen_tag_weight * tag_distillation_loss(
+                            model, fwd.generated, batch.tags, batch.gen_mask
+                        )
                     _add(sums, "gen_mse", float(g_mse), b)
                     _add(sums, "gen_cos", float(g_cos), b)
                 if spec.real_audio:
@@ -163,11 +199,82 @@ def train_local(
                     _add(sums, name, float(value.detach()), b)
                 acc = (fwd.logits.argmax(dim=1) == batch.labels).float().mean()
                 _add(sums, "train_acc", float(acc), b)
+            if spec.prototype:
+                update_prototypes(model, tensors, device)
+            epoch_metrics = {k: v / n for k, v in sums.items()}
+            if val is not None and len(val) > 0:
+                val_top1 = _val_top1(model, val, cfg, dictionary, ctx.spec.name, class_names)
+                epoch_metrics["val_top1"] = val_top1
+                if keep_best and (best is None or val_top1 > best[0]):
+                    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best = (val_top1, epoch, state)
+                model.train()
             if on_epoch is not None:
-                on_epoch(epoch, {k: v / n for k, v in sums.items()})
+                on_epoch(epoch, epoch_metrics)
+    model.prototypes.prior = None
     out = {k: v / n for k, v in sums.items()}
+    if best is not None:
+        model.load_state_dict(best[2])
+        out["val_top1"], out["best_epoch"] = best[0], float(best[1] + 1)
+    elif val is not None and len(val) > 0:
+        out["val_top1"], out["best_epoch"] = val_top1, float(epochs)
     out["num-examples"] = float(n)
     return out
+
+
+def _param_groups(model: FedvidaModel, cfg: Config) -> list[dict[str, object]]:
+    """Adam parameter groups: the generator with ``train.gen_weight_decay``, the rest with
+    ``train.weight_decay``."""
+    tcfg = cfg.train
+    gen = list(model.generator.parameters())
+    ids = {id(q) for q in gen}
+    rest = [q for q in model.parameters() if id(q) not in ids]
+    gen_wd = tcfg.weight_decay if tcfg.gen_weight_decay is None else tcfg.gen_weight_decay
+    return [{"params": rest, "weight_decay": tcfg.weight_decay},
+            {"params": gen, "weight_decay": gen_wd}]
+
+
+def tag_distillation_loss(
+    model: FedvidaModel, generated: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """BCE between the tagger's scores on generated audio and the real clip's AudioSet tags.
+
+    The tagger is applied with its parameters detached, so this loss trains the generator only
+    (the tagger itself learns from real audio). Distilling the audio encoder's semantically
+    organised tag scores gives the generator a target besides the projected embedding.
+
+    Parameters
+    ----------
+    generated
+        (B, T, A) generated audio.
+    tags
+        (B, K) the audio encoder's tag scores of the real audio.
+    mask
+        (B,) clips with real audio.
+    """
+    frozen = {k: v.detach() for k, v in model.tagger.named_parameters()}
+    logits = torch.func.functional_call(model.tagger, frozen, (generated,))  # (B, K)
+    return tagger_loss(logits, tags, mask)
+
+
+@torch.no_grad()
+def update_prototypes(model: FedvidaModel, tensors: ClipTensors, device: torch.device) -> None:
+    """Recompute the class prototypes from every clip with real audio (current `audio_proj`)."""
+    mask = tensors.present
+    audio = tensors.audio[mask]
+    pooled = [model.audio_proj(audio[s : s + 512].to(device)).mean(dim=1)
+              for s in range(0, audio.shape[0], 512)]  # (M, A) in chunks
+    width = int(model.prototypes.sums.shape[1])
+    cat = torch.cat(pooled) if pooled else torch.zeros(0, width)
+    model.prototypes.update(cat.to(device), tensors.labels[mask].to(device), len(tensors))
+
+
+def _val_top1(model: FedvidaModel, val: FeatureSet, cfg: Config,
+              dictionary: SemanticDictionary | None, method: str,
+              class_names: Sequence[str] | None) -> float:
+    p = predict(model, val, cfg, dictionary, method=method, class_names=class_names,
+                sweep=False)
+    return topk_accuracy(p.logits, p.labels, 1)
 
 
 def _add(sums: dict[str, float], key: str, value: float, weight: int) -> None:
@@ -197,6 +304,11 @@ class Predictions:
         the clip has no real audio).
     sweep
         SVDMap threshold -> ((N, C) logits, (N,) used).
+    missing
+        (N,) clips whose real audio exists but is withheld (the oracle-gap clips).
+    oracle_logits
+        (N, C) the same classifier given the real audio back (source real) where it exists,
+        absent elsewhere; None when no oracle view was given.
     """
 
     logits: np.ndarray
@@ -204,6 +316,8 @@ class Predictions:
     present: np.ndarray
     used: np.ndarray
     video_logits: np.ndarray
+    missing: np.ndarray | None = None
+    oracle_logits: np.ndarray | None = None
     agreement: np.ndarray | None = None
     gen_mse: np.ndarray | None = None
     gen_cos: np.ndarray | None = None
@@ -218,10 +332,22 @@ def predict(
     *,
     method: str | None = None,
     class_names: Sequence[str] | None = None,
+    oracle: FeatureSet | None = None,
+    sweep: bool = True,
 ) -> Predictions:
-    """Run the method over `data` in evaluation mode (no noise, no dropout, no labels used)."""
+    """Run the method over `data` in evaluation mode (no noise, no dropout, no labels used).
+
+    Parameters
+    ----------
+    oracle
+        The same clips as `data` with the withheld audio given back (``load_features(...,
+        withhold=False)``): the evaluator's real-audio reference. The method never sees it; it
+        only yields `Predictions.oracle_logits`.
+    sweep
+        Also evaluate every threshold of ``train.svdmap_sweep`` (svdmap).
+    """
     with cpu_threads(cfg.train.num_threads), torch.no_grad():
-        return _predict(model, data, cfg, dictionary, method, class_names)
+        return _predict(model, data, cfg, dictionary, method, class_names, oracle, sweep)
 
 
 def _predict(
@@ -231,26 +357,39 @@ def _predict(
     dictionary: SemanticDictionary | None,
     method: str | None,
     class_names: Sequence[str] | None,
+    oracle: FeatureSet | None = None,
+    sweep: bool = True,
 ) -> Predictions:
     ctx = _context(model, cfg, dictionary, method, class_names)
     spec = ctx.spec
     device = torch.device(cfg.train.device)
     tensors = prepare(data, cfg, dictionary, with_condition=spec.conditioned)
+    reasons = np.asarray(data.audio_reason, dtype=object)
+    missing = reasons == "withheld"
+    real = None
+    if oracle is not None:
+        if list(oracle.relpaths) != list(data.relpaths):
+            raise FedvidaError("oracle view and evaluated clips differ (not the same partition)")
+        real = prepare(oracle, cfg, None, with_condition=False)
     model.to(device).eval()
     chunks: dict[str, list[np.ndarray]] = {}
     sweep_chunks: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {}
     for idx in batch_indices(len(tensors), cfg.train.eval_batch_size, None):
         batch = tensors.take(idx).to(device)
         fwd = method_forward(model, batch, ctx, training=False)
-        empty = torch.zeros_like(fwd.real)
-        video = model.classifier(batch.visual, empty, torch.zeros_like(batch.present))
+        video = video_only_logits(model, batch, fwd.real)
         out = {"logits": fwd.logits, "used": fwd.used, "video_logits": video}
+        if real is not None:
+            given = real.take(idx).to(device)
+            audio = model.audio_proj(given.audio) * given.present[:, None, None].to(
+                given.audio.dtype)
+            out["oracle_logits"] = model.classifier(batch.visual, audio, given.present)
         if fwd.generated is not None:
             out["gen_mse"] = (fwd.generated - fwd.real).pow(2).mean(dim=(1, 2))
             out["gen_cos"] = F.cosine_similarity(fwd.generated, fwd.real, dim=2).mean(dim=1)
         if fwd.agreement is not None:
             out["agreement"] = fwd.agreement
-            for thr in cfg.train.svdmap_sweep:
+            for thr in cfg.train.svdmap_sweep if sweep else ():
                 s = method_forward(
                     model, batch, ctx, training=False, threshold=thr, agreement=fwd.agreement
                 )
@@ -271,6 +410,8 @@ def _predict(
         present=present,
         used=cat.get("used", np.zeros(0, bool)),
         video_logits=cat.get("video_logits", np.zeros((0, num_classes), np.float32)),
+        missing=missing,
+        oracle_logits=cat.get("oracle_logits"),
         agreement=cat.get("agreement"),
         gen_mse=cat.get("gen_mse"),
         gen_cos=cat.get("gen_cos"),
@@ -289,8 +430,16 @@ def evaluate(
     *,
     method: str | None = None,
     class_names: Sequence[str] | None = None,
+    oracle: FeatureSet | None = None,
 ) -> dict[str, float]:
     """Evaluate the method on `data` (e.g. the test split, with the plan's test withholding).
+
+    With `oracle` (the same clips, withheld audio given back) the missing-audio metrics are
+    added: on the clips whose real audio exists but is withheld, ``top1_missing`` /
+    ``f1_missing`` (the method's own fill-in), ``top1_missing_video`` / ``f1_missing_video``
+    (the same classifier, audio slot empty), ``top1_missing_oracle`` / ``f1_missing_oracle``
+    (the same classifier given the real audio back) and ``n_missing``. Without it the first
+    two pairs and ``n_missing`` are still reported.
 
     Returns
     -------
@@ -302,7 +451,8 @@ def evaluate(
         `svdmap` adds ``svdmap_retention`` (share of clips without real audio whose generated
         audio is kept) and ``svdmap_top1@T`` / ``svdmap_retention@T`` per swept threshold T.
     """
-    p = predict(model, data, cfg, dictionary, method=method, class_names=class_names)
+    p = predict(model, data, cfg, dictionary, method=method, class_names=class_names,
+                oracle=oracle)
     with cpu_threads(cfg.train.num_threads):
         return metrics_from_predictions(p, cfg)
 
@@ -325,6 +475,7 @@ def metrics_from_predictions(p: Predictions, cfg: Config) -> dict[str, float]:
             out[f"top5_{name}"] = topk_accuracy(p.logits[mask], p.labels[mask], 5)
     out["audio_used_rate"] = float(p.used.mean())
     out["top1_video_input"] = topk_accuracy(p.video_logits, p.labels, 1)
+    out.update(missing_metrics(p, num_classes))
     if p.gen_mse is not None and p.gen_cos is not None and p.present.any():
         out["gen_mse"] = float(np.nanmean(p.gen_mse))
         out["gen_cos"] = float(np.nanmean(p.gen_cos))
@@ -338,4 +489,20 @@ def metrics_from_predictions(p: Predictions, cfg: Config) -> dict[str, float]:
             out[f"svdmap_retention@{thr:g}"] = (
                 float(used[missing].mean()) if missing.any() else 0.0
             )
+    return out
+
+
+def missing_metrics(p: Predictions, num_classes: int) -> dict[str, float]:
+    """Top-1 and macro-F1 on the clips whose real audio is withheld (see `evaluate`)."""
+    if p.missing is None or not p.missing.any():
+        return {}
+    m = p.missing
+    labels = p.labels[m]
+    out = {"n_missing": float(m.sum())}
+    views = [("", p.logits), ("_video", p.video_logits)]
+    if p.oracle_logits is not None:
+        views.append(("_oracle", p.oracle_logits))
+    for suffix, logits in views:
+        out[f"top1_missing{suffix}"] = topk_accuracy(logits[m], labels, 1)
+        out[f"f1_missing{suffix}"] = macro_f1(labels, logits[m].argmax(axis=1), num_classes)
     return out

@@ -8,10 +8,13 @@
 | `svdmap`     | real                 | generated if the tagger's labels agree with the  |
 |              |                      | dictionary (>= threshold, no true label), else absent |
 | `cafmap`     | real                 | generated, conditioned on the caption's labels    |
+| `prototype`  | real                 | class audio prototypes mixed by the classifier's  |
+|              |                      | own video-only prediction (no generator)          |
 
-"Absent" means zeros plus a present flag of 0. During training of the generating methods,
-`train.classifier_audio` may replace this table (see `classifier_audio`). docs/methods.md explains
-every choice.
+"Absent" means zeros and the source code `ABSENT`; real audio has source `REAL`, any fill-in
+(generated, prototype) `GENERATED` (see `fedvida.models.classifier`). During training of the
+generating methods, `train.classifier_audio` may replace this table, and `train.modality_dropout`
+treats some clips with real audio as missing. docs/methods.md explains every choice.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from fedvida.errors import ConfigError
+from fedvida.models.classifier import ABSENT, GENERATED, REAL
 from fedvida.models.container import FedvidaModel
 from fedvida.training.data import ClipTensors
 
@@ -48,6 +52,8 @@ class MethodSpec:
         The generator gets the CAFMap caption condition.
     filtered
         Generated audio passes the SVDMap semantic filter.
+    prototype
+        Missing audio is filled with class prototypes mixed by the video-only prediction.
     """
 
     name: str
@@ -55,6 +61,12 @@ class MethodSpec:
     generates: bool
     conditioned: bool = False
     filtered: bool = False
+    prototype: bool = False
+
+    @property
+    def fills(self) -> bool:
+        """The method fills in missing audio (generator or prototypes)."""
+        return self.generates or self.prototype
 
 
 METHOD_SPECS: dict[str, MethodSpec] = {
@@ -63,6 +75,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
     "generated": MethodSpec("generated", real_audio=True, generates=True),
     "svdmap": MethodSpec("svdmap", real_audio=True, generates=True, filtered=True),
     "cafmap": MethodSpec("cafmap", real_audio=True, generates=True, conditioned=True),
+    "prototype": MethodSpec("prototype", real_audio=True, generates=False, prototype=True),
 }
 
 
@@ -131,6 +144,8 @@ class Forward:
         (B,) bool, the audio slot was filled (real or generated).
     agreement
         (B,) SVDMap agreement of the generated audio, or None.
+    source
+        (B,) int64 source of the audio slot (`ABSENT`, `REAL`, `GENERATED`).
     """
 
     logits: torch.Tensor
@@ -138,6 +153,7 @@ class Forward:
     generated: torch.Tensor | None
     used: torch.Tensor
     agreement: torch.Tensor | None
+    source: torch.Tensor | None = None
 
 
 def svdmap_agreement_for(
@@ -165,14 +181,22 @@ def svdmap_agreement_for(
         if tcfg.svdmap_candidates == "all":
             candidates = np.broadcast_to(ctx.rows, (b, len(ctx.rows)))  # (B, C)
         else:
-            empty = torch.zeros_like(generated)
-            video_logits = model.classifier(batch.visual, empty, torch.zeros(b, dtype=torch.bool))
+            video_logits = video_only_logits(model, batch, generated)
             k = min(tcfg.svdmap_topk, video_logits.shape[1])
             top = video_logits.topk(k, dim=1).indices.cpu().numpy()  # (B, k)
             candidates = ctx.rows[top]  # (B, k) dictionary rows
     cands = np.ascontiguousarray(candidates)
     agree = svdmap_agreement(scores, ctx.dictionary, candidate_actions=cands)
     return torch.as_tensor(np.asarray(agree, dtype=np.float32)).to(generated.device)
+
+
+def video_only_logits(
+    model: FedvidaModel, batch: ClipTensors, like: torch.Tensor
+) -> torch.Tensor:
+    """(B, C) logits of the classifier with the audio slot empty (source `ABSENT`)."""
+    empty = torch.zeros_like(like)
+    absent = torch.full((empty.shape[0],), ABSENT, dtype=torch.int64, device=empty.device)
+    return model.classifier(batch.visual, empty, absent)
 
 
 def method_forward(
@@ -184,8 +208,9 @@ def method_forward(
     noise: torch.Tensor | None = None,
     threshold: float | None = None,
     agreement: torch.Tensor | None = None,
+    dropped: torch.Tensor | None = None,
 ) -> Forward:
-    """Run a method over a batch: project, generate, filter, classify.
+    """Run a method over a batch: project, generate or fill, filter, classify.
 
     Parameters
     ----------
@@ -203,38 +228,50 @@ def method_forward(
         SVDMap threshold (default `train.svdmap_threshold`).
     agreement
         Precomputed (B,) SVDMap agreement (to sweep thresholds without recomputing it).
+    dropped
+        (B,) bool, clips whose real audio is hidden from the classifier (modality dropout in
+        training): they are treated as missing audio. The generator still learns from them.
     """
     spec, tcfg = ctx.spec, ctx.cfg.train
-    present = batch.present  # (B,)
+    present = batch.present  # (B,) real audio available
     pmask = present[:, None, None].to(batch.audio.dtype)  # (B, 1, 1)
     real = model.audio_proj(batch.audio) * pmask  # (B, T, A), zeros where absent
+    shown = present if dropped is None else present & ~dropped  # real audio the classifier sees
     zeros = torch.zeros_like(real)
     generated = None
     agree = None
-    if not spec.real_audio:
-        audio, used = zeros, torch.zeros_like(present)
-    elif not spec.generates:
-        audio, used = real, present
-    else:
+    fill = None  # (B, T, A) fill-in for clips without shown real audio
+    keep = torch.ones_like(present)  # (B,) fill-in accepted (SVDMap)
+    if spec.generates:
         cond = batch.cond if spec.conditioned else None
         generated = model.generator(batch.visual, cond, batch.rep_weights, noise)  # (B, T, A)
-        gen_in = generated if (training and tcfg.generator_end_to_end) else generated.detach()
-        fill = torch.ones_like(present)
+        fill = generated if (training and tcfg.generator_end_to_end) else generated.detach()
         if spec.filtered:
             agree = agreement if agreement is not None else svdmap_agreement_for(
                 model, batch, generated.detach(), ctx
             )
             thr = tcfg.svdmap_threshold if threshold is None else threshold
-            fill = agree >= thr
-        mode = tcfg.classifier_audio if training else "mixed"
+            keep = agree >= thr
+    elif spec.prototype:
+        with torch.no_grad():
+            probs = torch.softmax(video_only_logits(model, batch, real), dim=1)  # (B, C)
+            fill = model.prototypes.fill(probs, real.shape[1])  # (B, T, A)
+    if not spec.real_audio:
+        audio, source = zeros, torch.full_like(present, ABSENT, dtype=torch.int64)
+    elif fill is None:
+        audio = real * shown[:, None, None].to(real.dtype)
+        source = torch.where(shown, REAL, ABSENT)
+    else:
+        mode = tcfg.classifier_audio if (training and spec.generates) else "mixed"
         if mode == "real":
-            audio, used = real, present
+            use_fill = torch.zeros_like(present)
         elif mode == "generated":
-            audio = gen_in * fill[:, None, None].to(real.dtype)
-            used = fill
-        else:  # mixed: real where present, (kept) generated elsewhere
-            use_gen = ~present & fill
-            audio = torch.where(present[:, None, None], real, gen_in * use_gen[:, None, None])
-            used = present | use_gen
-    logits = model.classifier(batch.visual, audio, used)
-    return Forward(logits=logits, real=real, generated=generated, used=used, agreement=agree)
+            use_fill, shown = keep, torch.zeros_like(present)
+        else:  # mixed: real where shown, (kept) fill-in elsewhere
+            use_fill = ~shown & keep
+        audio = torch.where(shown[:, None, None], real, fill * use_fill[:, None, None])
+        source = torch.where(shown, REAL, torch.where(use_fill, GENERATED, ABSENT))
+    used = source != ABSENT
+    logits = model.classifier(batch.visual, audio, source)
+    return Forward(logits=logits, real=real, generated=generated, used=used, agreement=agree,
+                   source=source)

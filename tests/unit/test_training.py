@@ -265,8 +265,9 @@ def test_central_run_writes_a_complete_run_folder(
     names = {p.name for p in folder.iterdir()}
     assert {"config.yaml", "metrics.json", "metrics.csv", "comparison.png", "confusion.png",
             "svdmap_sweep.png", "model-video_only.safetensors", "model-svdmap.safetensors",
-            "model-cafmap.safetensors"} <= names
-    assert [r.method for r in results] == ["video_only", "svdmap", "cafmap"]
+            "model-cafmap.safetensors", "missing_audio.md", "missing_audio.png"} <= names
+    assert [r.method for r in results] == ["video_only", "svdmap", "cafmap", "linear_probe"]
+    assert results[-1].model is None and "top1" in results[-1].test
     assert results[0].confusion.sum() == len(test_fs.labels)
     assert load_config(folder / "config.yaml") == cfg
 
