@@ -68,7 +68,7 @@ class ActionClassifier(nn.Module):
             self.audio_out = nn.Linear(hidden, num_classes)
         # late fusion: weight of the audio head's logits when its input is a fill-in (chosen
         # on the validation split, `fedvida.training.central.choose_fill_weight`; 1 = as real)
-        self.register_buffer("fill_weight", torch.ones(()))
+        self.register_buffer("fill_weight", torch.ones(1))  # (1,): 0-d arrays do not travel
         self.out = nn.Linear(hidden, num_classes)
 
     def source_features(self, source: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

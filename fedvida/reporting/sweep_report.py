@@ -408,6 +408,38 @@ def _communication_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def _oracle_gap_section(doc: dict[str, Any]) -> list[str]:
+    """The missing-audio table of every cell (docs/evaluation.md), first in every report.
+
+    The video-only and real-audio levels come from the sweep's own ``video_only`` and
+    ``gt_audio`` runs (the first cell that trains each); without them the gap is '-'.
+    """
+    from fedvida.reporting.missing import HEADER
+    from fedvida.training.evaluation import REAL_REFERENCE, VIDEO_REFERENCE, gap_table
+
+    refs: dict[str, dict[str, Any]] = {}
+    for c in doc["cells"]:
+        for ref in (VIDEO_REFERENCE, REAL_REFERENCE):
+            if ref in c["methods"] and ref not in refs:
+                refs[ref] = {k: v for k, v in c["methods"][ref].items() if v is not None}
+    rows = []
+    for c in doc["cells"]:
+        for m, r in c["methods"].items():
+            if r.get("top1_missing") is None:
+                continue
+            own = {k: v for k, v in r.items() if v is not None}
+            row = gap_table({**refs, m: own}, [m])[0]
+            rows.append([c["index"], c["group"] or "-", _values(c), *(_f(v) for v in row)])
+    if not rows:
+        return []
+    return ["## Missing audio: the oracle gap", "",
+            "Per cell, on the test clips whose real audio is withheld: the global model's "
+            "fill-in, the sweep's video_only and gt_audio-with-real-audio levels on the same "
+            "clips (from the first cell that trains each; '-' when the sweep has none), gap "
+            "closed = (method - video) / (real - video); d top1 w/ audio vs gt_audio.", "",
+            *markdown_table(["#", "group", "values", *HEADER], rows), ""]
+
+
 def _missing_audio_section(doc: dict[str, Any]) -> list[str]:
     metric = doc["metric"]
     rows = []
@@ -460,6 +492,7 @@ def render(doc: dict[str, Any], plots: dict[str, Path], out_dir: Path) -> str:
               f"(updated {doc['updated_at']}).", "",
               f"Command: `fedvida sweep {doc['file']}"
               + "".join(f" --set {o}" for o in doc["extra_overrides"]) + "`", ""]
+    lines += _oracle_gap_section(doc)
     kind = doc["kind"]
     if kind == "privacy":
         lines += _privacy_section(doc) + [""]

@@ -150,7 +150,7 @@ def train_local(
         gen = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
             sums = {}
-            if spec.prototype:
+            if spec.prototype and epoch == 0:  # later epochs start from the last epoch's end
                 update_prototypes(model, tensors, device)
             model.train()
             for idx in batch_indices(n, tcfg.batch_size, gen):

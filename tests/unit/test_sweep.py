@@ -348,14 +348,15 @@ def test_communication_report_bytes_to_target_and_centralised_break_even(tmp_pat
     results = {c.run_name: CellResult("done", "reused") for c in sweep.cells}
     report = write_sweep_report(sweep, results).read_text()
     # 1.5 MB per round without compression, reaching 0.5 in round 2 after 3 MB
-    assert "| 1 | generated | none | none | audio_proj+generator+classifier+tagger | 0.600 | " \
+    shared = "audio_proj+generator+classifier+tagger+prototypes"
+    assert f"| 1 | generated | none | none | {shared} | 0.600 | " \
            "1.50 | 4.50 | 2 | 3.00 |" in report
-    assert "| 2 | generated | int8 | none | audio_proj+generator+classifier+tagger | 0.450 | " \
+    assert f"| 2 | generated | int8 | none | {shared} | 0.450 | " \
            "1.12 | 3.38 | - | not reached |" in report
     # raw clips: 38 files of 1000 bytes (2 missing) -> exceeded in round 1; features: 0 bytes
     assert "| upload raw clips | 0.04 | 40 training clips under " in report
     assert "(2 missing)" in report
-    assert "| 1 | generated | none | audio_proj+generator+classifier+tagger | 1 | 1 |" in report
+    assert f"| 1 | generated | none | {shared} | 1 | 1 |" in report
     summary = json.loads((sweep.out / "summary.json").read_text())
     assert summary["centralised"]["raw_clips"]["bytes"] == 38_000
     assert summary["centralised"]["features"] == {
