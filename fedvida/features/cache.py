@@ -39,7 +39,7 @@ from fedvida.errors import FedvidaError
 from fedvida.features.encoders import model_identities
 from fedvida.features.store import ShardStore, clip_key
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: stream choice, stream-based durations, DC-free silence, crashes
 VIDEO_ARRAYS = ("rgb", "flow", "dis", "rep")
 AUDIO_ARRAYS = ("audio", "tags")
 PACK_ARRAYS = ("rgb", "flow", "audio", "tags", "rep", "dis", "present", "labels")

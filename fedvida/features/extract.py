@@ -330,6 +330,9 @@ def _run(todo: list[_Item], ecfg: ExtractConfig, models: Models, stats: ExtractS
                 stats.audio_computed += len(aitems)
             for it in batch:
                 rel = clips[it.index].relpath
+                if it.video is not None and problems is not None:
+                    for reason, detail in it.video.notes:
+                        problems.add(rel, reason, detail)
                 if it.video is not None and it.video.failed:
                     if problems is not None:
                         problems.add(rel, it.video.failed, it.video.detail)

@@ -35,6 +35,7 @@ class VideoWork:
     failed: str = ""  # "" or missing|unreadable|no_video|too_short|truncated|error
     detail: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # decode, flow, dis
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (reason, detail), e.g. short
 
 
 @dataclass
@@ -81,6 +82,11 @@ def prepare_video(path: Path, cfg: ExtractConfig) -> VideoWork:
     idx = grid_to_steps(len(frames), cfg.steps)  # (T,)
     used, step_map = np.unique(idx, return_inverse=True)
     dis = mags[idx].astype(np.float32)
+    notes = []
+    if grid.info.duration < cfg.short_duration:
+        notes.append(("short", f"{path}: {grid.info.duration:.2f} s < "
+                               f"{cfg.short_duration:.2f} s, kept ({len(frames)} grid frames "
+                               f"over {cfg.steps} steps)"))
     return VideoWork(
         frames=frames[used],
         flows=flows[used],
@@ -88,6 +94,7 @@ def prepare_video(path: Path, cfg: ExtractConfig) -> VideoWork:
         dis=dis,
         rep=representative_steps(dis, cfg.rep_threshold),
         seconds=secs,
+        notes=notes,
     )
 
 
@@ -110,3 +117,4 @@ def prepare_audio(path: Path, cfg: ExtractConfig) -> AudioWork:
         detail = f"{path}: RMS {track.rms_dbfs:.1f} dBFS < {cfg.silence_dbfs:.1f}"
         return AudioWork(None, "silent", detail, secs)
     return AudioWork(track.samples, "", "", secs)
+
