@@ -164,6 +164,11 @@ class ExtractConfig(Section):
         1.0, ge=0.0,
         description="Clips kept but shorter than this (s) are listed as 'short' problems.",
     )
+    workers: int | None = Field(
+        None, ge=0,
+        description="Decode worker processes (a native crash costs one clip); None = CPU cores, "
+        "0 = decode in the main process without crash isolation (debugging only).",
+    )
     max_grid: int = Field(
         72, ge=2, description="Most frames sampled at `fps` (longer videos are thinned uniformly)."
     )

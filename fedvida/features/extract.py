@@ -2,9 +2,13 @@
 
 Pipeline per partition (clips in plan order, only those missing from the cache):
 
-- a background thread runs the CPU work per clip (`prepare_video`: decode, Farneback, DIS;
-  `prepare_audio`: load, resample, silence check) into a bounded queue; PyAV, OpenCV and numpy
-  release the GIL, so it overlaps with encoding;
+- the CPU work per clip (`prepare_video`: decode, Farneback, DIS; `prepare_audio`: load,
+  resample, silence check) runs in ``extract.workers`` spawned worker processes
+  (`fedvida.data.isolate.IsolatedPool`; default one per core), whose results (numpy arrays) a
+  background thread feeds, in plan order, into a bounded queue. A worker that dies on a clip (a
+  segmentation fault or abort inside a codec) costs that clip only: it is recorded as
+  ``crashed`` (problem log and store, so a rerun does not retry it) and a fresh worker goes on;
+  with ``workers: 0`` the work runs in that thread instead, without crash isolation;
 - the main thread takes ``batch_clips`` clips at a time, runs the frame encoder on all their
   RGB frames and all their flow images (in chunks of ``encode_batch`` images), the audio encoder
   on all their present tracks, captions the representative frames, and writes one video shard
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from fedvida.config import Config, ExtractConfig
+from fedvida.data.isolate import Crashed, IsolatedPool, default_workers
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import ProblemLog
 from fedvida.features.cache import clip_path, ensure_pack, open_stores
@@ -38,7 +43,7 @@ from fedvida.features.encoders import (
     create_frame_encoder,
     resolve_device,
 )
-from fedvida.features.frames import AudioWork, VideoWork, prepare_audio, prepare_video
+from fedvida.features.frames import AudioWork, VideoWork, crashed_clip, prepare_clip
 from fedvida.features.store import ShardStore, clip_key
 
 STAGES = ("decode", "flow", "dis", "rgb_encode", "flow_encode", "audio", "caption")
@@ -230,16 +235,19 @@ def _audio_batch(items: list[_Item], models: Models, stats: ExtractStats) -> tup
 
 def _producer(items: list[_Item], cfg: ExtractConfig, out: queue.Queue[_Item | None],
               stop: threading.Event) -> None:
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    pool = IsolatedPool(prepare_clip, min(workers, len(items)))
+    tasks = ((it.path, cfg, it.need_video, it.need_audio) for it in items)
     try:
-        for it in items:
+        for it, result in zip(items, pool.imap(tasks), strict=False):
+            if isinstance(result, Crashed):
+                result = crashed_clip(it.path, cfg, it.need_video, it.need_audio, result)
+            it.video, it.audio = result
+            out.put(it)
             if stop.is_set():
                 return
-            if it.need_video:
-                it.video = prepare_video(it.path, cfg)
-            if it.need_audio:
-                it.audio = prepare_audio(it.path, cfg)
-            out.put(it)
     finally:
+        pool.close()
         out.put(None)
 
 
