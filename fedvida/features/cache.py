@@ -211,7 +211,7 @@ def pack_id(cfg: ExtractConfig, plan: Plan, partition: int | str) -> str:
     vstore, astore = open_stores(cfg, partition)
     h = hashlib.sha256(f"{vstore.index_state()}|{astore.index_state()}".encode())
     for c in plan.partition(partition):
-        h.update(f"|{c.relpath}:{c.label}".encode())
+        h.update(f"|{c.relpath}:{c.label}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:20]
 
 
