@@ -20,11 +20,14 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from fedvida.data.media import (
+    AUDIO_TAIL_SLACK,
     EmptyFileError,
+    clip_duration,
     open_input,
     pick_audio_stream,
     pick_video_stream,
     start_seconds,
+    stream_timing,
 )
 from fedvida.errors import InputError
 
@@ -146,7 +149,9 @@ def _decode_stream(path: Path, rate: int) -> AudioTrack | None:
     Frames are converted per sample format and downmixed by the mean of their channels; each run
     of frames with one sample rate is resampled to ``rate`` on its own, so a track whose rate or
     layout changes mid-way keeps all of its audio. The track is placed on the video's time axis:
-    audio starting after the video gets leading zeros, audio starting before it is trimmed.
+    audio starting after the video gets leading zeros, audio starting before it is trimmed, and
+    audio ending more than `AUDIO_TAIL_SLACK` before the clip (the video) is padded with zeros to
+    the clip's end, so that the T equal segments of the track are the T steps of the video.
     """
     with open_input(path) as container:
         stream = pick_audio_stream(container)
@@ -154,6 +159,10 @@ def _decode_stream(path: Path, rate: int) -> AudioTrack | None:
             return None
         video = pick_video_stream(container)
         origin = start_seconds(video) if video is not None else start_seconds(stream)
+        clip = 0.0
+        if video is not None:
+            timing = stream_timing(container, video, stream)
+            clip = clip_duration(timing.video_start, timing.video_end, timing.audio_end)
         channels = int(stream.channels or 1)
         source_rate = int(stream.rate or 0)
         segments: list[tuple[int, list[np.ndarray]]] = []  # (rate, mono chunks)
@@ -179,10 +188,15 @@ def _decode_stream(path: Path, rate: int) -> AudioTrack | None:
     out = np.concatenate(parts)
     offset = int(round(((first_t if first_t is not None else start_seconds(stream)) - origin)
                        * rate))
+    if clip > 0.0:
+        offset = min(offset, int(round(clip * rate)))  # broken timestamps: at most the clip
     if offset > 0:
         out = np.concatenate([np.zeros(offset, np.float32), out])
     elif offset < 0:
         out = out[-offset:]
+    short = int(round(clip * rate)) - out.shape[0]
+    if short > AUDIO_TAIL_SLACK * rate:
+        out = np.concatenate([out, np.zeros(short, np.float32)])
     out = np.clip(out, -1.0, 1.0).astype(np.float32)
     return AudioTrack(out, rate, source_rate, channels, rms_dbfs(out))
 

@@ -118,15 +118,31 @@ def frame_rotation(frame: Any) -> int:
 
 
 def first_frame_rotation(container: InputContainer, stream: Any) -> int:
-    """`frame_rotation` of a stream's first decodable frame (0 when none decodes)."""
+    """`frame_rotation` of a stream's first decodable frame (0 when none decodes).
+
+    Leaves ``container`` after that frame: call it last, or on a container of its own.
+    """
     try:
         for frame in container.decode(stream):
             return frame_rotation(frame)
     except (av.FFmpegError, OSError, ValueError):
         return 0
-    finally:
-        container.seek(0)
     return 0
+
+
+# Audio running past the video by less than this (codec padding: an AAC frame or two) does not
+# lengthen the clip.
+AUDIO_TAIL_SLACK = 0.1
+
+
+def clip_duration(video_start: float, video_end: float, audio_end: float) -> float:
+    """The clip's duration (s) on the video's time axis: its longest stream.
+
+    Audio ending less than `AUDIO_TAIL_SLACK` after the video keeps the video's duration.
+    """
+    video = max(0.0, video_end - video_start)
+    audio = max(0.0, audio_end - video_start)
+    return audio if audio > video + AUDIO_TAIL_SLACK else video
 
 
 @dataclass(frozen=True)
@@ -141,19 +157,25 @@ class StreamTiming:
 
 def _demux_ends(container: InputContainer, streams: list[Any]
                 ) -> tuple[dict[int, float], dict[int, int]]:
-    """Last packet end time (s) and packet count per stream index, by demuxing (no decoding)."""
+    """Last packet end time (s) and packet count per stream index, by demuxing (no decoding).
+
+    The file is opened a second time, so ``container`` stays at its start (a file without an
+    index, such as a piped WebM, may not seek back).
+    """
     ends: dict[int, float] = {}
     counts: dict[int, int] = {}
     if not streams:
         return ends, counts
-    for packet in container.demux(streams):
-        if packet.pts is None or packet.time_base is None:
-            continue
-        t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-        idx = packet.stream.index
-        ends[idx] = max(ends.get(idx, 0.0), t)
-        counts[idx] = counts.get(idx, 0) + 1
-    container.seek(0)
+    wanted = {s.index for s in streams}
+    with av.open(container.name) as other:
+        chosen = [s for s in other.streams if s.index in wanted]
+        for packet in other.demux(chosen):
+            if packet.pts is None or packet.time_base is None:
+                continue
+            t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            idx = packet.stream.index
+            ends[idx] = max(ends.get(idx, 0.0), t)
+            counts[idx] = counts.get(idx, 0) + 1
     return ends, counts
 
 

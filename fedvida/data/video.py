@@ -28,6 +28,7 @@ from av.container import InputContainer
 
 from fedvida.data.media import (
     EmptyFileError,
+    clip_duration,
     first_frame_rotation,
     frame_rotation,
     open_input,
@@ -77,21 +78,6 @@ class VideoError(InputError):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-# Audio running past the video by less than this (codec padding: an AAC frame or two) does not
-# lengthen the clip.
-AUDIO_TAIL_SLACK = 0.1
-
-
-def clip_duration(video_start: float, video_end: float, audio_end: float) -> float:
-    """The clip's duration (s) on the video's time axis: its longest stream.
-
-    Audio ending less than `AUDIO_TAIL_SLACK` after the video keeps the video's duration.
-    """
-    video = max(0.0, video_end - video_start)
-    audio = max(0.0, audio_end - video_start)
-    return audio if audio > video + AUDIO_TAIL_SLACK else video
 
 
 def _probe(container: InputContainer, p: Path) -> VideoInfo:

@@ -81,6 +81,20 @@ def test_late_audio_is_placed_on_the_video_timeline(tmp_path: Path) -> None:
     assert np.abs(track.samples[:lead]).max() < 1e-3  # leading silence: 0.5 s
     assert np.abs(track.samples[int(0.6 * 16000) : int(0.7 * 16000)]).max() > 0.2
     assert track.duration == pytest.approx(3.0, abs=0.05)
+    # the 18 equal segments are the video's steps (1/6 s each): 0.5 s late = steps 0-2 silent
+    # (step 2 ends at 0.503 s in this 3.02 s mkv: a few samples of tone)
+    segments = np.array_split(track.samples, 18)
+    levels = np.array([np.sqrt(np.mean(s**2)) for s in segments])
+    assert np.all(levels[:2] < 1e-3) and levels[2] < 0.05 and np.all(levels[3:] > 0.15)
+
+
+def test_audio_ending_early_is_padded_to_the_clip(tmp_path: Path) -> None:
+    path = tmp_path / "early.mp4"
+    write_av(path, audio=tone(440, 2.0, 48000), seconds=3.0)  # sound stops after 2 s
+    track = load_audio(path)
+    assert track is not None and track.duration == pytest.approx(3.0, abs=0.05)
+    assert np.abs(track.samples[int(2.1 * 16000) :]).max() < 1e-3
+    assert np.abs(track.samples[int(1.0 * 16000) : int(1.1 * 16000)]).max() > 0.2
 
 
 def test_mid_stream_audio_rate_layout_and_frame_size_change(tmp_path: Path) -> None:
