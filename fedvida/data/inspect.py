@@ -185,18 +185,21 @@ def inspect_clips(
     n = default_workers() if workers is None else workers
     pool = IsolatedPool(_probe_task, min(n, len(clips)))
     tasks = ((index.path(c), c, silence_dbfs, rate) for c in clips)
-    for clip, result in zip(clips, pool.imap(tasks), strict=False):
-        if isinstance(result, Crashed):
-            report.problems.add(clip.relpath, "crashed",
-                                f"{index.path(clip)}: {result.describe()} while probing")
-        else:
-            facts, problems = result
-            report.problems.extend(problems)
-            if facts is not None:
-                report.facts.append(facts)
-        report.probed += 1
-        if on_clip is not None:
-            on_clip()
+    try:
+        for clip, result in zip(clips, pool.imap(tasks), strict=False):
+            if isinstance(result, Crashed):
+                report.problems.add(clip.relpath, "crashed",
+                                    f"{index.path(clip)}: {result.describe()} while probing")
+            else:
+                facts, problems = result
+                report.problems.extend(problems)
+                if facts is not None:
+                    report.facts.append(facts)
+            report.probed += 1
+            if on_clip is not None:
+                on_clip()
+    finally:
+        pool.close()
     return report
 
 

@@ -6,6 +6,8 @@ fault or an abort, which no ``try`` catches. `IsolatedPool` runs a function on e
 arrays included). A worker that dies while on a task yields `Crashed` for that task and is
 replaced by a fresh one; the other tasks go on. Results come back in task order.
 
+Workers are started on demand and kept between `IsolatedPool.imap` calls (spawning one costs about
+a second of imports) until `IsolatedPool.close`; daemonic, they also end with the parent.
 ``workers == 0`` runs the function in the calling process (no isolation: a native crash ends the
 run); use it only for debugging.
 
@@ -20,7 +22,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -67,9 +69,12 @@ def _test_crash(args: tuple[Any, ...]) -> None:
             os.abort()
 
 
-def _worker_main(conn: Connection, fn: Callable[..., Any]) -> None:
+def _worker_main(conn: Connection, fn: Callable[..., Any],
+                 initializer: Callable[[], None] | None) -> None:
     """Worker loop: receive ``(index, args)``, send ``(index, result)``; None or EOF ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    if initializer is not None:
+        initializer()
     while True:
         try:
             task = conn.recv()
@@ -83,9 +88,10 @@ def _worker_main(conn: Connection, fn: Callable[..., Any]) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx: Any, fn: Callable[..., Any]) -> None:
+    def __init__(self, ctx: Any, fn: Callable[..., Any],
+                 initializer: Callable[[], None] | None) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, fn), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, fn, initializer), daemon=True)
         self.proc.start()
         child.close()
         self.task: int | None = None
@@ -110,16 +116,25 @@ class IsolatedPool:
         catch its own Python exceptions: one that escapes counts as a crash of that task.
     workers
         Worker processes (0: run in this process, without isolation).
+    initializer
+        A module-level function each worker process runs once at start (not with 0 workers).
     """
 
-    def __init__(self, fn: Callable[..., Any], workers: int) -> None:
+    def __init__(self, fn: Callable[..., Any], workers: int,
+                 initializer: Callable[[], None] | None = None) -> None:
         self.fn = fn
+        self.initializer = initializer
         self.workers = max(0, int(workers))
         self._ctx = multiprocessing.get_context("spawn")
         self._pool: list[_Worker] = []
 
-    def imap(self, tasks: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
-        """Results of ``fn(*task)`` in task order; `Crashed` for a task whose worker died."""
+    def imap(self, tasks: Iterable[tuple[Any, ...]]) -> Generator[Any, None, None]:
+        """Results of ``fn(*task)`` in task order; `Crashed` for a task whose worker died.
+
+        Workers start on demand (at most ``workers``, never more than there are tasks) and stay
+        up for the next `imap` call until `close`; a call abandoned before its end (an exception,
+        a consumer that stops early) closes the pool, so no stale result reaches the next call.
+        """
         if self.workers == 0:
             for args in tasks:
                 yield self.fn(*args)
@@ -129,13 +144,14 @@ class IsolatedPool:
         next_out = 0
         window = 2 * self.workers  # results held ahead of the consumer, at most
         exhausted = False
+        completed = False
         try:
             while True:
                 # hand out tasks to idle workers
                 while not exhausted:
                     idle = [w for w in self._pool if w.task is None]
                     if not idle and len(self._pool) < self.workers:
-                        self._pool.append(_Worker(self._ctx, self.fn))
+                        self._pool.append(_Worker(self._ctx, self.fn, self.initializer))
                         continue
                     if not idle or len(done) + self._busy() >= window:
                         break
@@ -154,6 +170,7 @@ class IsolatedPool:
                 busy = [w for w in self._pool if w.task is not None]
                 if not busy:
                     if exhausted:
+                        completed = True
                         return
                     continue
                 waitables: list[Any] = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
@@ -170,7 +187,8 @@ class IsolatedPool:
                     elif w.proc.sentinel in ready:
                         self._replace(w, done)
         finally:
-            self.close()
+            if not completed:
+                self.close()
 
     def _busy(self) -> int:
         return sum(w.task is not None for w in self._pool)
@@ -184,7 +202,7 @@ class IsolatedPool:
         self._pool.remove(w)
 
     def close(self) -> None:
-        """Stop every worker (idempotent)."""
+        """Stop every worker (idempotent; the pool can be used again, starting fresh ones)."""
         for w in self._pool:
             w.stop()
         self._pool = []

@@ -151,6 +151,11 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise VideoError("unreadable", f"{p}: unreadable video ({_first_line(exc)})") from None
 
 
+# Decoder threads per video (0: FFmpeg's choice, one per core). Worker processes, one per core,
+# set 1 (`fedvida.features.frames.init_decode_worker`).
+DECODE_THREADS = 0
+
+
 def grid_times(duration: float, fps: float, max_grid: int) -> np.ndarray:
     """Timestamps (s) of the fixed-rate sampling grid over ``[0, duration)``.
 
@@ -275,6 +280,8 @@ def decode_grid(
             if vs is None:
                 raise VideoError("no_video", f"{p}: no video stream")
             vs.thread_type = "AUTO"
+            if DECODE_THREADS > 0:
+                vs.codec_context.thread_count = DECODE_THREADS
             tb = vs.time_base
             if tb is None:
                 raise VideoError("unreadable", f"{p}: video stream has no time base")

@@ -43,7 +43,13 @@ from fedvida.features.encoders import (
     create_frame_encoder,
     resolve_device,
 )
-from fedvida.features.frames import AudioWork, VideoWork, crashed_clip, prepare_clip
+from fedvida.features.frames import (
+    AudioWork,
+    VideoWork,
+    crashed_clip,
+    init_decode_worker,
+    prepare_clip,
+)
 from fedvida.features.store import ShardStore, clip_key
 
 STAGES = ("decode", "flow", "dis", "rgb_encode", "flow_encode", "audio", "caption")
@@ -62,7 +68,21 @@ class Models:
         self._audio: AudioEncoder | None = None
         self._tagger: AudioEncoder | None = None
         self._captioner: ClipCaptioner | None = None
+        self._pool: IsolatedPool | None = None
         self.load_seconds = 0.0
+
+    def decode_pool(self) -> IsolatedPool:
+        """The decode worker pool (`extract.workers` processes, started on demand), kept across
+        partitions so that workers are spawned once per run; `close` stops them."""
+        if self._pool is None:
+            n = default_workers() if self.cfg.workers is None else self.cfg.workers
+            self._pool = IsolatedPool(prepare_clip, n, init_decode_worker)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the decode workers (encoders stay loaded)."""
+        if self._pool is not None:
+            self._pool.close()
 
     def _timed_load(self, build: Callable[[], object]) -> object:
         t0 = time.perf_counter()
@@ -233,13 +253,12 @@ def _audio_batch(items: list[_Item], models: Models, stats: ExtractStats) -> tup
     return arrays, meta, rows
 
 
-def _producer(items: list[_Item], cfg: ExtractConfig, out: queue.Queue[_Item | None],
-              stop: threading.Event) -> None:
-    workers = default_workers() if cfg.workers is None else cfg.workers
-    pool = IsolatedPool(prepare_clip, min(workers, len(items)))
+def _producer(items: list[_Item], cfg: ExtractConfig, pool: IsolatedPool,
+              out: queue.Queue[_Item | None], stop: threading.Event) -> None:
     tasks = ((it.path, cfg, it.need_video, it.need_audio) for it in items)
+    results = pool.imap(tasks)
     try:
-        for it, result in zip(items, pool.imap(tasks), strict=False):
+        for result, it in zip(results, items, strict=False):  # results first: runs it to its end
             if isinstance(result, Crashed):
                 result = crashed_clip(it.path, cfg, it.need_video, it.need_audio, result)
             it.video, it.audio = result
@@ -247,7 +266,7 @@ def _producer(items: list[_Item], cfg: ExtractConfig, out: queue.Queue[_Item | N
             if stop.is_set():
                 return
     finally:
-        pool.close()
+        results.close()  # an early stop closes the pool (no stale results for the next call)
         out.put(None)
 
 
@@ -312,7 +331,8 @@ def _run(todo: list[_Item], ecfg: ExtractConfig, models: Models, stats: ExtractS
          problems: ProblemLog | None, clips: list[PlannedClip]) -> None:
     q: queue.Queue[_Item | None] = queue.Queue(maxsize=2 * ecfg.batch_clips)
     stop = threading.Event()
-    worker = threading.Thread(target=_producer, args=(todo, ecfg, q, stop), daemon=True)
+    worker = threading.Thread(target=_producer, args=(todo, ecfg, models.decode_pool(), q, stop),
+                              daemon=True)
     worker.start()
     try:
         done = False

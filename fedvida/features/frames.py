@@ -122,6 +122,17 @@ def prepare_audio(path: Path, cfg: ExtractConfig) -> AudioWork:
     return AudioWork(track.samples, "", "", secs)
 
 
+def init_decode_worker() -> None:
+    """Start of an extraction worker process: one thread each for FFmpeg and OpenCV (the workers
+    already use every core; nested thread pools would only compete)."""
+    import cv2
+
+    from fedvida.data import video
+
+    video.DECODE_THREADS = 1
+    cv2.setNumThreads(1)
+
+
 def prepare_clip(path: Path, cfg: ExtractConfig, need_video: bool, need_audio: bool
                  ) -> tuple[VideoWork | None, AudioWork | None]:
     """`prepare_video` and / or `prepare_audio` of one clip (the task of an extraction worker)."""

@@ -29,6 +29,19 @@ def test_pool_survives_a_real_abort_and_keeps_order(monkeypatch: pytest.MonkeyPa
     assert isinstance(out[2], Crashed) and "SIGABRT" in out[2].describe()
 
 
+def test_pool_keeps_workers_between_calls_and_drops_them_when_abandoned() -> None:
+    pool = IsolatedPool(os.getpid, 2)
+    first = set(pool.imap([()] * 6))
+    second = set(pool.imap([()] * 6))
+    assert len(first) == 2 and second == first and os.getpid() not in first
+    unfinished = pool.imap([()] * 6)
+    next(unfinished)
+    unfinished.close()  # abandoned: its workers may hold results nobody reads -> closed
+    third = set(pool.imap([()] * 2))
+    pool.close()
+    assert third.isdisjoint(first)
+
+
 @pytest.fixture(scope="module")
 def crash_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("crash")
@@ -55,6 +68,7 @@ def test_extraction_records_a_crashed_clip_and_keeps_the_rest(
     models = Models(cfg.extract)
     problems = ProblemLog()
     stats = extract_partition(cfg, plan, 0, models, problems=problems)
+    models.close()
     assert stats.failed == {"crashed": 1} and stats.audio_present == 3
     crashed = [p for p in problems.problems if p.reason == "crashed"]
     assert len(crashed) == 1 and crashed[0].path == "t/a/boom.mp4"
@@ -66,6 +80,7 @@ def test_extraction_records_a_crashed_clip_and_keeps_the_rest(
     # the crash is in the store: a rerun (even with the hook gone) recomputes nothing
     monkeypatch.delenv(CRASH_ENV)
     again = extract_partition(cfg, plan, 0, models)
+    models.close()
     assert again.cached == 4 and again.computed == 0
 
 
