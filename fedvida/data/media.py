@@ -4,8 +4,9 @@ One helper for every place a clip is opened (`fedvida.data.video.probe_video`, `
 `fedvida.data.audio.load_audio`), so that they agree on the streams and on the time axis:
 
 - **Video stream**: attached pictures (cover art, disposition ``attached_pic``) are skipped; of
-  the remaining video streams the longest (declared duration, else frame count) wins, ties to the
-  first. A file whose only video stream is a cover picture still has that picture as its video.
+  several remaining video streams the one whose packets run longest wins (demuxed, not decoded;
+  ties: more packets, then the first). A file whose only video stream is a cover picture still
+  has that picture as its video.
 - **Audio stream**: the longest non-attached audio stream, ties to the most channels, then the
   first.
 - **Time axis**: the chosen video stream's start time is t = 0. Audio starting later (or earlier)
@@ -13,7 +14,9 @@ One helper for every place a clip is opened (`fedvida.data.video.probe_video`, `
 - **Duration**: from the stream headers (stream duration, else the container's); when a header has
   none (a WebM written to a pipe, without Duration element or cues) the packets are demuxed (no
   decoding) and the last packet's end time is used. The clip's duration is that of its longest
-  chosen stream, so a still picture with a 3 s sound track lasts 3 s.
+  chosen stream (`clip_duration`), so a still picture with a 3 s sound track lasts 3 s.
+- **Rotation**: the display matrix FFmpeg attaches to decoded frames (`frame_rotation`).
+- **Empty files** raise `EmptyFileError` ("empty file (0 bytes)") before FFmpeg sees them.
 """
 
 from __future__ import annotations
