@@ -4,7 +4,9 @@ FFmpeg (through PyAV) and OpenCV are C code: a bad file can end the process with
 fault or an abort, which no ``try`` catches. `IsolatedPool` runs a function on each task in
 ``workers`` spawned processes (one task per process at a time, results sent back pickled, numpy
 arrays included). A worker that dies while on a task yields `Crashed` for that task and is
-replaced by a fresh one; the other tasks go on. Results come back in task order.
+replaced by a fresh one; the other tasks go on. Results come back in task order. A worker that
+dies before it is ready (imports, initializer) raises `WorkerStartError` instead: that is a
+broken environment, and recording every clip as crashed would poison the cache.
 
 Workers are started on demand and kept between `IsolatedPool.imap` calls (spawning one costs about
 a second of imports) until `IsolatedPool.close`; daemonic, they also end with the parent.
@@ -28,7 +30,15 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from fedvida.errors import FedvidaError
+
 CRASH_ENV = "FEDVIDA_TEST_CRASH_CLIP"
+READY = -1  # the first message of a worker that started (imports and initializer done)
+
+
+class WorkerStartError(FedvidaError):
+    """A worker process died before it was ready: the environment is broken, not a clip (raised
+    instead of recording every clip as crashed)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ def _worker_main(conn: Connection, fn: Callable[..., Any],
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     if initializer is not None:
         initializer()
+    conn.send((READY, None))
     while True:
         try:
             task = conn.recv()
@@ -95,6 +106,7 @@ class _Worker:
         self.proc.start()
         child.close()
         self.task: int | None = None
+        self.ready = False
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -182,6 +194,9 @@ class IsolatedPool:
                         except (EOFError, OSError):
                             self._replace(w, done)
                             continue
+                        if index == READY:
+                            w.ready = True
+                            continue
                         done[index] = result
                         w.task = None
                     elif w.proc.sentinel in ready:
@@ -194,8 +209,18 @@ class IsolatedPool:
         return sum(w.task is not None for w in self._pool)
 
     def _replace(self, w: _Worker, done: dict[int, Any]) -> None:
-        """Record the dead worker's task as crashed; a fresh worker starts when one is needed."""
+        """Record the dead worker's task as crashed; a fresh worker starts when one is needed.
+
+        Raises
+        ------
+        WorkerStartError
+            The worker died before it was ready (it could not import or initialise).
+        """
         w.proc.join(timeout=5.0)
+        if not w.ready:
+            why = Crashed(w.proc.exitcode).describe().removeprefix("worker process died ")
+            raise WorkerStartError(f"a worker process died while starting {why}; run with "
+                                   "extract.workers=0 to see the error")
         assert w.task is not None
         done[w.task] = Crashed(w.proc.exitcode)
         w.conn.close()

@@ -254,7 +254,8 @@ def _audio_batch(items: list[_Item], models: Models, stats: ExtractStats) -> tup
 
 
 def _producer(items: list[_Item], cfg: ExtractConfig, pool: IsolatedPool,
-              out: queue.Queue[_Item | None], stop: threading.Event) -> None:
+              out: queue.Queue[_Item | None], stop: threading.Event,
+              errors: list[BaseException]) -> None:
     tasks = ((it.path, cfg, it.need_video, it.need_audio) for it in items)
     results = pool.imap(tasks)
     try:
@@ -265,6 +266,8 @@ def _producer(items: list[_Item], cfg: ExtractConfig, pool: IsolatedPool,
             out.put(it)
             if stop.is_set():
                 return
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+        errors.append(exc)
     finally:
         results.close()  # an early stop closes the pool (no stale results for the next call)
         out.put(None)
@@ -331,7 +334,9 @@ def _run(todo: list[_Item], ecfg: ExtractConfig, models: Models, stats: ExtractS
          problems: ProblemLog | None, clips: list[PlannedClip]) -> None:
     q: queue.Queue[_Item | None] = queue.Queue(maxsize=2 * ecfg.batch_clips)
     stop = threading.Event()
-    worker = threading.Thread(target=_producer, args=(todo, ecfg, models.decode_pool(), q, stop),
+    errors: list[BaseException] = []
+    worker = threading.Thread(target=_producer,
+                              args=(todo, ecfg, models.decode_pool(), q, stop, errors),
                               daemon=True)
     worker.start()
     try:
@@ -372,6 +377,8 @@ def _run(todo: list[_Item], ecfg: ExtractConfig, models: Models, stats: ExtractS
                     stats.audio_present += 1
             if on_clip:
                 on_clip(len(batch))
+        if errors:  # e.g. WorkerStartError: finished shards stay, nothing is marked crashed
+            raise errors[0]
     finally:
         stop.set()
         while worker.is_alive():  # unblock a producer waiting on a full queue

@@ -12,7 +12,7 @@ from media_torture import set_mp4_rotation, write_av
 
 from fedvida.config import load_config
 from fedvida.data.inspect import fps_bin, inspect_clips
-from fedvida.data.isolate import CRASH_ENV, Crashed, IsolatedPool
+from fedvida.data.isolate import CRASH_ENV, Crashed, IsolatedPool, WorkerStartError
 from fedvida.data.mit import ClipRef, DatasetIndex
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import ProblemLog
@@ -40,6 +40,12 @@ def test_pool_keeps_workers_between_calls_and_drops_them_when_abandoned() -> Non
     third = set(pool.imap([()] * 2))
     pool.close()
     assert third.isdisjoint(first)
+
+
+def test_a_worker_dying_at_start_is_an_error_not_a_crashed_clip() -> None:
+    pool = IsolatedPool(os.path.basename, 1, initializer=os.abort)  # dies before it is ready
+    with pytest.raises(WorkerStartError, match="died while starting .SIGABRT."):
+        list(pool.imap([("/x/a.mp4",)]))
 
 
 @pytest.fixture(scope="module")
