@@ -117,7 +117,7 @@ def prepare_audio(path: Path, cfg: ExtractConfig) -> AudioWork:
     if track.samples.size == 0:
         return AudioWork(None, "silent", f"{path}: zero-length audio track", secs)
     if is_silent(track, cfg.silence_dbfs):
-        detail = f"{path}: RMS {track.rms_dbfs:.1f} dBFS < {cfg.silence_dbfs:.1f}"
+        detail = f"{path}: RMS without DC {track.rms_dbfs:.1f} dBFS < {cfg.silence_dbfs:.1f}"
         return AudioWork(None, "silent", detail, secs)
     return AudioWork(track.samples, "", "", secs)
 
