@@ -4,7 +4,8 @@ Writes a small demo dataset (or uses ``--data``), puts its clips into one partit
 configured encoders (not timed), then:
 
 1. decode only: `decode_grid` on every clip (the floor any extractor pays);
-2. end to end: `extract_partition` into a fresh cache (decode thread + batched encoders).
+2. end to end: `extract_partition` into a fresh cache (decode worker processes, batched
+   encoders in this process; ``--set extract.workers=N``).
 
 Prints per-stage seconds per clip (stages are summed over threads, so they can add up to more
 than the wall time when decoding overlaps encoding), end-to-end clips/s, the ratio of
@@ -35,9 +36,13 @@ from fedvida.reporting.console import console, print_table
 
 
 def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process (all threads)."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    """User + system CPU seconds of this process (all threads) and its finished children (the
+    decode worker processes, counted once they have exited)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    return total
 
 
 def main() -> None:
@@ -82,13 +87,14 @@ def main() -> None:
     load_before = os.getloadavg()
     cpu0 = _cpu_seconds()
     stats = extract_partition(cfg, plan, 0, models)
+    models.close()  # reap the decode workers, so that their CPU time is counted
     cpu = _cpu_seconds() - cpu0
     load_after = os.getloadavg()
     n = max(1, stats.video_computed)
     rows = [(s, stats.seconds[s] / n) for s in STAGES]
     rows.append(("end-to-end (wall)", stats.wall / n))
     rows.append(("decode only (wall)", decode_only / len(paths)))
-    rows.append(("CPU time of this process (user + sys)", cpu / n))
+    rows.append(("CPU time, this process + decode workers (user + sys)", cpu / n))
     import torch
 
     print_table(
@@ -96,7 +102,8 @@ def main() -> None:
         f"{models.device}", ["stage", "s/clip"], rows,
         caption=(f"end-to-end {n / stats.wall:.2f} clips/s; end-to-end / decode-only time "
                  f"{stats.wall / max(decode_only, 1e-9):.1f}x; batch_clips "
-                 f"{cfg.extract.batch_clips}, torch threads {torch.get_num_threads()}, "
+                 f"{cfg.extract.batch_clips}, torch threads {torch.get_num_threads()}, decode "
+                 f"workers {cfg.extract.workers if cfg.extract.workers is not None else 'auto'}, "
                  f"{os.cpu_count()} cores, load average {load_before[0]:.1f} -> "
                  f"{load_after[0]:.1f}; models loaded in {load:.1f} s (not timed). "
                  f"CPU time bound on {os.cpu_count()} idle cores: "

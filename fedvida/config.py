@@ -157,7 +157,17 @@ class ExtractConfig(Section):
         2, ge=1, description="hf-blip: representative frames captioned per clip (most motion)."
     )
     min_duration: float = Field(
-        1.0, ge=0.0, description="Clips shorter than this (s) fail extraction as 'too_short'."
+        0.0, ge=0.0,
+        description="Clips shorter than this (s) fail extraction as 'too_short' (0: keep all).",
+    )
+    short_duration: float = Field(
+        1.0, ge=0.0,
+        description="Clips kept but shorter than this (s) are listed as 'short' problems.",
+    )
+    workers: int | None = Field(
+        None, ge=0,
+        description="Decode worker processes (a native crash costs one clip); None = CPU cores, "
+        "0 = decode in the main process without crash isolation (debugging only).",
     )
     max_grid: int = Field(
         72, ge=2, description="Most frames sampled at `fps` (longer videos are thinned uniformly)."

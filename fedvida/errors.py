@@ -20,6 +20,18 @@ class InputError(FedvidaError):
     """A bad input file (corrupt, truncated, missing, wrong format); names the file."""
 
 
+def printable(text: str) -> str:
+    r"""``text`` with the lone surrogates of undecodable file-name bytes (`os.fsdecode`) shown as
+    ``\xNN``, so that it can be printed and written as UTF-8.
+
+    Examples
+    --------
+    >>> printable("caf\udce9.mp4")
+    'caf\\xe9.mp4'
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass
 class Problem:
     """One recorded bad input: which file, which kind of problem, and a one-line detail."""
@@ -47,7 +59,9 @@ class ProblemLog:
     problems: list[Problem] = field(default_factory=list)
 
     def add(self, path: str | Path, reason: str, detail: str = "") -> None:
-        self.problems.append(Problem(str(path), reason, detail.splitlines()[0] if detail else ""))
+        """Record a problem; undecodable file-name bytes are shown as ``\\xNN`` escapes."""
+        self.problems.append(Problem(printable(str(path)), reason,
+                                     printable(detail.splitlines()[0]) if detail else ""))
 
     def extend(self, other: ProblemLog) -> None:
         self.problems.extend(other.problems)

@@ -100,10 +100,11 @@ def _inspect(args: argparse.Namespace) -> int:
     with rate_progress("clips") as progress:
         task = progress.add_task("probing", total=len(clips))
         report = inspect_clips(index, clips, cfg.extract.silence_dbfs, cfg.extract.sample_rate,
-                               on_clip=lambda: progress.advance(task))
+                               on_clip=lambda: progress.advance(task),
+                               workers=cfg.extract.workers)
     n = len(report.facts)
     print_table("frame rates", ["fps", "clips", "share"],
-                [(f"{fps:.3f}", c, c / n) for fps, c in report.fps_counts()])
+                [(fps, c, c / n) for fps, c in report.fps_counts()])
     lo, med, hi = report.durations()
     shares = report.shares()
     rows2 = [
@@ -112,6 +113,8 @@ def _inspect(args: argparse.Namespace) -> int:
         ("duration min / median / max (s)", f"{lo:.2f} / {med:.2f} / {hi:.2f}"),
         ("codecs", ", ".join(f"{k} {v}" for k, v in report.counts("codec"))),
         ("frame sizes", ", ".join(f"{k} {v}" for k, v in report.counts("size")[:6])),
+        ("display rotation (deg, counter-clockwise)",
+         ", ".join(f"{k} {v}" for k, v in report.counts("rotation"))),
         ("audio stream present", f"{shares['audio_stream']:.1%}"),
         (f"silent (RMS < {cfg.extract.silence_dbfs:g} dBFS)", f"{shares['silent']:.1%}"),
         ("usable audio", f"{shares['usable_audio']:.1%}"),

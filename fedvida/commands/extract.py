@@ -55,12 +55,15 @@ def _extract(args: argparse.Namespace) -> int:
     results: list[ExtractStats] = []
     with rate_progress("clips") as progress:
         task = progress.add_task("extract", total=total)
-        for part in parts:
-            progress.update(task, description=f"extract {part}")
-            results.append(extract_partition(
-                cfg, plan, part, models,
-                on_clip=lambda n: progress.advance(task, n), problems=problems,
-            ))
+        try:
+            for part in parts:
+                progress.update(task, description=f"extract {part}")
+                results.append(extract_partition(
+                    cfg, plan, part, models,
+                    on_clip=lambda n: progress.advance(task, n), problems=problems,
+                ))
+        finally:
+            models.close()  # the decode worker processes
     rows = []
     for st in results:
         failed = ", ".join(f"{k}={v}" for k, v in sorted(st.failed.items())) or "-"

@@ -87,7 +87,8 @@ def _partition(args: argparse.Namespace) -> int:
         with rate_progress("clips") as progress:
             task = progress.add_task("probing audio", total=len(clips))
             report = inspect_clips(index, clips, cfg.extract.silence_dbfs,
-                                   cfg.extract.sample_rate, on_clip=lambda: progress.advance(task))
+                                   cfg.extract.sample_rate, on_clip=lambda: progress.advance(task),
+                                   workers=cfg.extract.workers)
         usable = {f.clip.relpath for f in report.facts if f.audio_ok and not f.silent}
         lacking = {c.relpath for c in clips} - usable
         problems = ProblemLog()

@@ -19,6 +19,16 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from fedvida.data.media import (
+    AUDIO_TAIL_SLACK,
+    EmptyFileError,
+    clip_duration,
+    open_input,
+    pick_audio_stream,
+    pick_video_stream,
+    start_seconds,
+    stream_timing,
+)
 from fedvida.errors import InputError
 
 WAV_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -32,7 +42,7 @@ class AudioTrack:
     rate: int  # sample rate of `samples` (Hz)
     source_rate: int  # sample rate of the source track
     source_channels: int  # channel count of the source track
-    rms_dbfs: float  # RMS level of `samples` in dB full scale (-inf for digital silence)
+    rms_dbfs: float  # RMS level of `samples` without their mean (DC), dBFS; -inf: no signal
 
     @property
     def duration(self) -> float:
@@ -41,15 +51,25 @@ class AudioTrack:
 
 
 def rms_dbfs(samples: np.ndarray) -> float:
-    """RMS level in dBFS of a float signal in [-1, 1]; ``-inf`` for empty or all-zero input."""
+    """RMS level in dBFS of a float signal in [-1, 1], DC removed.
+
+    The signal's mean (a DC offset, which is no sound) is subtracted first, so a constant 0.05
+    offset measures ``-inf`` and a tone riding on an offset measures the tone alone.
+
+    Returns
+    -------
+    float
+        ``20 log10(sqrt(mean((x - mean(x))^2)))``; ``-inf`` for empty or constant input.
+    """
     if samples.size == 0:
         return -math.inf
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    return 20.0 * math.log10(rms) if rms > 0.0 else -math.inf
+    x = samples.astype(np.float64)
+    rms = float(np.sqrt(np.mean(np.square(x - x.mean()))))
+    return 20.0 * math.log10(rms) if rms > 1e-12 else -math.inf
 
 
 def is_silent(track: AudioTrack, threshold_dbfs: float) -> bool:
-    """True when the track is empty or its RMS level is below ``threshold_dbfs``."""
+    """True when the track is empty or its RMS level without DC is below ``threshold_dbfs``."""
     return track.samples.size == 0 or track.rms_dbfs < threshold_dbfs
 
 
@@ -73,29 +93,112 @@ def _finish(mono: np.ndarray, source_rate: int, channels: int, rate: int) -> Aud
     return AudioTrack(out, rate, int(source_rate), int(channels), rms_dbfs(out))
 
 
+# Integer sample formats -> (offset, scale) mapping them onto [-1, 1).
+_INT_FORMATS = {"u8": (128.0, 128.0), "s16": (0.0, 32768.0), "s32": (0.0, 2.0**31),
+                "s64": (0.0, 2.0**63)}
+
+
+# Planar frames with this many channels or more are packed by swresample before `to_ndarray`:
+# PyAV's plane list reads past the end of the data pointers from 8 planar channels on (a
+# segmentation fault on 7.1 AAC).
+_PACK_FROM_CHANNELS = 8
+
+
+class _Packer:
+    """Planar -> packed float conversion (same layout and rate), one swresample per setup."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, str, int] | None = None
+        self._resampler: av.AudioResampler | None = None
+
+    def pack(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        key = (frame.format.name, frame.layout.name, int(frame.sample_rate))
+        if key != self._key or self._resampler is None:
+            self._key = key
+            self._resampler = av.AudioResampler(format="flt", layout=frame.layout,
+                                                rate=int(frame.sample_rate))
+        return list(self._resampler.resample(frame))
+
+
+def frame_samples(frame: av.AudioFrame, packer: _Packer | None = None) -> np.ndarray:
+    """A decoded audio frame as float32 ``(C, n)`` in [-1, 1], for any sample format.
+
+    Planar formats (``fltp``, ``s16p``...) come as one row per channel, packed ones (``flt``,
+    ``s16``...) interleaved; integer formats are scaled to [-1, 1). Planar frames of 8 or more
+    channels are first packed by ``packer`` (swresample, same layout and rate).
+    """
+    channels = max(1, int(frame.layout.nb_channels))
+    if frame.format.is_planar and channels >= _PACK_FROM_CHANNELS:
+        packed = (packer or _Packer()).pack(frame)
+        rows = [p.to_ndarray().reshape(-1, channels).T for p in packed]
+        return np.concatenate(rows, axis=1) if rows else np.zeros((channels, 0), np.float32)
+    data = frame.to_ndarray()
+    fmt = frame.format
+    # interleaved (packed) -> (C, n); planar is one row per channel already
+    data = data.reshape(channels, -1) if fmt.is_planar else data.reshape(-1, channels).T
+    base = fmt.name.rstrip("p")
+    if base in _INT_FORMATS:
+        offset, scale = _INT_FORMATS[base]
+        return ((data.astype(np.float64) - offset) / scale).astype(np.float32)
+    return data.astype(np.float32)
+
+
 def _decode_stream(path: Path, rate: int) -> AudioTrack | None:
-    """Decode the first audio stream of a container; None when it has none."""
-    with av.open(str(path)) as container:
-        if not container.streams.audio:
+    """Decode the clip's audio stream (`fedvida.data.media.pick_audio_stream`); None if none.
+
+    Frames are converted per sample format and downmixed by the mean of their channels; each run
+    of frames with one sample rate is resampled to ``rate`` on its own, so a track whose rate or
+    layout changes mid-way keeps all of its audio. The track is placed on the video's time axis:
+    audio starting after the video gets leading zeros, audio starting before it is trimmed, and
+    audio ending more than `AUDIO_TAIL_SLACK` before the clip (the video) is padded with zeros to
+    the clip's end, so that the T equal segments of the track are the T steps of the video.
+    """
+    with open_input(path) as container:
+        stream = pick_audio_stream(container)
+        if stream is None:
             return None
-        stream = container.streams.audio[0]
+        video = pick_video_stream(container)
+        origin = start_seconds(video) if video is not None else start_seconds(stream)
+        clip = 0.0
+        if video is not None:
+            timing = stream_timing(container, video, stream)
+            clip = clip_duration(timing.video_start, timing.video_end, timing.audio_end)
         channels = int(stream.channels or 1)
         source_rate = int(stream.rate or 0)
-        # Convert any sample format to planar float with the source layout and rate.
-        converter = av.AudioResampler(format="fltp", layout=stream.layout, rate=source_rate or None)
-        chunks: list[np.ndarray] = []
+        segments: list[tuple[int, list[np.ndarray]]] = []  # (rate, mono chunks)
+        first_t: float | None = None
+        packer = _Packer()
         for frame in container.decode(stream):
-            source_rate = source_rate or int(frame.sample_rate)
-            for out in converter.resample(frame):
-                chunks.append(out.to_ndarray().reshape(channels, -1))  # (C, n)
-        for out in converter.resample(None):
-            chunks.append(out.to_ndarray().reshape(channels, -1))
+            if frame.samples == 0:
+                continue
+            if first_t is None and frame.pts is not None and frame.time_base is not None:
+                first_t = float(frame.pts * frame.time_base)
+            fr = int(frame.sample_rate or source_rate)
+            mono = frame_samples(frame, packer).mean(axis=0)  # (n,)
+            if not segments or segments[-1][0] != fr:
+                segments.append((fr, []))
+            segments[-1][1].append(mono)
+    if segments:
+        source_rate = segments[0][0]
     if source_rate <= 0:
         raise InputError(f"{path}: audio stream has no sample rate")
-    if not chunks:
+    if not segments:
         return AudioTrack(np.zeros(0, np.float32), rate, source_rate, channels, -math.inf)
-    data = np.concatenate(chunks, axis=1)  # (C, S)
-    return _finish(data.mean(axis=0), source_rate, channels, rate)
+    parts = [resample(np.concatenate(chunks), fr, rate) for fr, chunks in segments]
+    out = np.concatenate(parts)
+    offset = int(round(((first_t if first_t is not None else start_seconds(stream)) - origin)
+                       * rate))
+    if clip > 0.0:
+        offset = min(offset, int(round(clip * rate)))  # broken timestamps: at most the clip
+    if offset > 0:
+        out = np.concatenate([np.zeros(offset, np.float32), out])
+    elif offset < 0:
+        out = out[-offset:]
+    short = int(round(clip * rate)) - out.shape[0]
+    if short > AUDIO_TAIL_SLACK * rate:
+        out = np.concatenate([out, np.zeros(short, np.float32)])
+    out = np.clip(out, -1.0, 1.0).astype(np.float32)
+    return AudioTrack(out, rate, source_rate, channels, rms_dbfs(out))
 
 
 def _read_wav(path: Path, rate: int) -> AudioTrack:
@@ -145,6 +248,8 @@ def load_audio(path: str | Path, rate: int = 16000) -> AudioTrack | None:
         return track
     except InputError:
         raise
+    except EmptyFileError as exc:
+        raise InputError(f"{p}: {exc}") from None
     except (av.FFmpegError, sf.LibsndfileError, OSError, ValueError, RuntimeError) as exc:
         lines = str(exc).strip().splitlines()
         raise InputError(f"{p}: unreadable audio ({lines[0] if lines else type(exc).__name__})") \

@@ -2,7 +2,14 @@
 
 Each clip's headers are read (`probe_video`) and its audio track decoded (`load_audio`) to
 measure its level, so silent tracks are found as extraction would find them. A file that cannot
-be read is recorded in the report's `ProblemLog` and the rest is still inspected.
+be read is recorded in the report's `ProblemLog` and the rest is still inspected. Probing runs in
+worker processes (`fedvida.data.isolate`): a clip that crashes its worker (a segmentation fault
+in a codec) is recorded as ``crashed`` and the others are still probed.
+
+Frame rates are reported in bins (`fps_bin`): the nearest common rate (23.976, 24, 25, 29.97,
+30, 48, 50, 59.94, 60...) when within 0.5 %, else rounded to 1 fps; clips whose container says
+their frame rate varies (average and nominal rates differ by more than 1 %) count as
+``variable``.
 """
 
 from __future__ import annotations
@@ -16,9 +23,29 @@ from pathlib import Path
 import numpy as np
 
 from fedvida.data.audio import is_silent, load_audio
+from fedvida.data.isolate import Crashed, IsolatedPool, default_workers
 from fedvida.data.mit import ClipRef, DatasetIndex
 from fedvida.data.video import probe_video
 from fedvida.errors import InputError, ProblemLog
+
+COMMON_RATES = (8.0, 10.0, 12.0, 15.0, 24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0,
+                60000 / 1001, 60.0, 90.0, 100.0, 120.0, 240.0)
+
+
+def fps_bin(fps: float, variable: bool = False) -> str:
+    """A frame rate's row in the inspect report: ``"29.970"``, ``"17"``, or ``"variable"``.
+
+    Rates within 0.5 % of a common rate take it (3 decimals); others are rounded to whole fps;
+    ``variable`` (VFR) or unknown (0) rates are their own bins.
+    """
+    if variable:
+        return "variable"
+    if not math.isfinite(fps) or fps <= 0.0:
+        return "unknown"
+    nearest = min(COMMON_RATES, key=lambda r: abs(r - fps))
+    if abs(nearest - fps) <= 0.005 * nearest:
+        return f"{nearest:.3f}"
+    return f"{round(fps):d}"
 
 
 @dataclass(frozen=True)
@@ -35,6 +62,8 @@ class ClipFacts:
     audio_ok: bool | None    # the track decoded (None when there is no track at all)
     rms_dbfs: float | None   # level of the decoded track
     silent: bool             # decoded, but below the silence threshold
+    rotation: int = 0        # display rotation, counter-clockwise degrees
+    variable_fps: bool = False  # average and nominal frame rates differ (VFR)
 
 
 @dataclass
@@ -45,9 +74,17 @@ class InspectReport:
     problems: ProblemLog = field(default_factory=ProblemLog)
     probed: int = 0
 
-    def fps_counts(self) -> list[tuple[float, int]]:
-        """``(fps rounded to 3 decimals, clips)`` sorted by fps."""
-        return sorted(Counter(round(f.fps, 3) for f in self.facts).items())
+    def fps_counts(self) -> list[tuple[str, int]]:
+        """``(fps bin, clips)``: `fps_bin` bins by rate, then ``variable`` and ``unknown``."""
+        counts = Counter(fps_bin(f.fps, f.variable_fps) for f in self.facts)
+
+        def order(item: tuple[str, int]) -> tuple[int, float]:
+            try:
+                return (0, float(item[0]))
+            except ValueError:
+                return (1, 0.0)
+
+        return sorted(counts.items(), key=order)
 
     def durations(self) -> tuple[float, float, float]:
         """Minimum, median and maximum duration (s); NaNs when nothing was readable."""
@@ -82,7 +119,23 @@ def _detail(exc: InputError, path: Path) -> str:
 def probe_clip(index: DatasetIndex, clip: ClipRef, silence_dbfs: float, rate: int,
                problems: ProblemLog) -> ClipFacts | None:
     """Probe one clip; record and return None when its video cannot be read."""
-    path = index.path(clip)
+    return _probe_path(index.path(clip), clip, silence_dbfs, rate, problems)
+
+
+def _probe_task(path: Path, clip: ClipRef, silence_dbfs: float, rate: int
+                ) -> tuple[ClipFacts | None, ProblemLog]:
+    """`probe_clip` in a worker process: the facts and the problems it met."""
+    problems = ProblemLog()
+    try:
+        facts = _probe_path(path, clip, silence_dbfs, rate, problems)
+    except Exception as exc:  # noqa: BLE001 - any failure is this clip's problem only
+        problems.add(clip.relpath, "unreadable", f"{type(exc).__name__}: {exc}")
+        facts = None
+    return facts, problems
+
+
+def _probe_path(path: Path, clip: ClipRef, silence_dbfs: float, rate: int,
+                problems: ProblemLog) -> ClipFacts | None:
     try:
         info = probe_video(path)
     except InputError as exc:
@@ -99,7 +152,7 @@ def probe_clip(index: DatasetIndex, clip: ClipRef, silence_dbfs: float, rate: in
         audio_ok = False
         problems.add(clip.relpath, "audio_unreadable", _detail(exc, path))
     return ClipFacts(clip, info.fps, info.duration, info.width, info.height, info.codec,
-                     info.has_audio, audio_ok, level, silent)
+                     info.has_audio, audio_ok, level, silent, info.rotation, info.variable_fps)
 
 
 def inspect_clips(
@@ -108,8 +161,9 @@ def inspect_clips(
     silence_dbfs: float,
     rate: int = 16000,
     on_clip: Callable[[], None] | None = None,
+    workers: int | None = None,
 ) -> InspectReport:
-    """Probe `clips` of `index` one by one.
+    """Probe `clips` of `index` in worker processes (results in clip order).
 
     Parameters
     ----------
@@ -123,15 +177,29 @@ def inspect_clips(
         Sample rate the audio is decoded to, as extraction does.
     on_clip
         Called after every clip (progress bars).
+    workers
+        Worker processes (None: one per core; 0: probe in this process, no crash isolation).
+        A clip whose worker dies is recorded as ``crashed``, naming its file.
     """
     report = InspectReport()
-    for clip in clips:
-        facts = probe_clip(index, clip, silence_dbfs, rate, report.problems)
-        if facts is not None:
-            report.facts.append(facts)
-        report.probed += 1
-        if on_clip is not None:
-            on_clip()
+    n = default_workers() if workers is None else workers
+    pool = IsolatedPool(_probe_task, min(n, len(clips)))
+    tasks = ((index.path(c), c, silence_dbfs, rate) for c in clips)
+    try:
+        for clip, result in zip(clips, pool.imap(tasks), strict=False):
+            if isinstance(result, Crashed):
+                report.problems.add(clip.relpath, "crashed",
+                                    f"{index.path(clip)}: {result.describe()} while probing")
+            else:
+                facts, problems = result
+                report.problems.extend(problems)
+                if facts is not None:
+                    report.facts.append(facts)
+            report.probed += 1
+            if on_clip is not None:
+                on_clip()
+    finally:
+        pool.close()
     return report
 
 

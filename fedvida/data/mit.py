@@ -12,6 +12,11 @@ dataset share one layout::
 The annotation files may also sit in ``<root>/annotations/`` and the split folders in
 ``<root>/videos/`` (the layout mmaction2 prepares). Bad rows, unknown categories and clips that
 are listed but missing on disk are recorded in `DatasetIndex.problems`; they never stop a run.
+
+Encodings: index files may start with a UTF-8 byte-order mark (spreadsheet exports write one);
+it is dropped. Each line is decoded as UTF-8; a line that is not UTF-8 (e.g. a Latin-1 file name)
+is decoded as the file system decodes names (`os.fsdecode`, undecodable bytes kept as
+surrogates), so that its path names the same bytes on disk and the clip is found.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from fedvida.config import ClassSelection, DataConfig
-from fedvida.errors import ConfigError, InputError, ProblemLog
+from fedvida.errors import ConfigError, InputError, ProblemLog, printable
 from fedvida.resources import mit_v1_categories
 
 CATEGORIES_FILE = "moments_categories.txt"
@@ -89,6 +94,37 @@ class Layout:
     video_dir: dict[str, Path]    # split -> folder holding <category>/<clip>.mp4
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def read_index_lines(path: Path) -> tuple[list[str], list[int]]:
+    """The lines of an index file (categories, split CSV) as text, BOM-tolerant.
+
+    Returns
+    -------
+    lines, fallback
+        Each line with its line ending; ``fallback`` the 1-based numbers of lines that were not
+        UTF-8 and were decoded as file-name bytes (`os.fsdecode`) instead.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read.
+    """
+    data = path.read_bytes()
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    lines: list[str] = []
+    fallback: list[int] = []
+    for lineno, raw in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(os.fsdecode(raw))
+            fallback.append(lineno)
+    return lines, fallback
+
+
 def _csv_name(split: str) -> str:
     return f"{split}Set.csv"
 
@@ -131,14 +167,16 @@ def read_categories(path: Path, problems: ProblemLog) -> list[str]:
         When the file is missing or unreadable.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        lines, fallback = read_index_lines(path)
     except FileNotFoundError:
         raise InputError(f"categories file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InputError(f"categories file {path}: unreadable ({exc})") from None
+    for lineno in fallback:
+        problems.add(path, "not_utf8", f"line {lineno}: not UTF-8, read as file-name bytes")
     rows: list[tuple[int | None, str]] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate((ln.rstrip("\r\n") for ln in lines), start=1):
         if not line.strip():
             continue
         cells = [c.strip() for c in line.split(",")]
@@ -181,27 +219,29 @@ def read_split_csv(path: Path, split: str, problems: ProblemLog) -> list[tuple[s
     """Read one split CSV as ``(path inside the split folder, category)`` pairs.
 
     Extra columns are ignored and a header row is skipped; malformed rows and duplicates are
-    recorded in `problems` as ``bad_row`` / ``duplicate`` with ``file:line``.
+    recorded in `problems` as ``bad_row`` / ``duplicate`` with ``file:line``. A leading BOM is
+    dropped; a line that is not UTF-8 is read as file-name bytes (module docstring) and, when its
+    clip is then missing on disk, the ``missing`` problem says so.
     """
     out: list[tuple[str, str]] = []
     seen: set[str] = set()
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row or not any(c.strip() for c in row):
-                continue
-            where = f"{path}:{lineno}"
-            rel = _clean_relpath(row[0], split) if row[0].strip() else None
-            category = row[1].strip() if len(row) >= 2 else ""
-            if rel is None or not category:
-                header = lineno == 1 and not row[0].strip().lower().endswith(VIDEO_EXTENSIONS)
-                if not header:
-                    problems.add(where, "bad_row", ",".join(row)[:120])
-                continue
-            if rel in seen:
-                problems.add(where, "duplicate", rel)
-                continue
-            seen.add(rel)
-            out.append((rel, category))
+    lines, _ = read_index_lines(path)
+    for lineno, row in enumerate(csv.reader(lines), start=1):
+        if not row or not any(c.strip() for c in row):
+            continue
+        where = f"{path}:{lineno}"
+        rel = _clean_relpath(row[0], split) if row[0].strip() else None
+        category = row[1].strip() if len(row) >= 2 else ""
+        if rel is None or not category:
+            header = lineno == 1 and not row[0].strip().lower().endswith(VIDEO_EXTENSIONS)
+            if not header:
+                problems.add(where, "bad_row", ",".join(row)[:120])
+            continue
+        if rel in seen:
+            problems.add(where, "duplicate", rel)
+            continue
+        seen.add(rel)
+        out.append((rel, category))
     return out
 
 
@@ -254,7 +294,7 @@ def _cap(items: list[str], cap: int | None, seed: int, category: str) -> list[st
     items = sorted(items)
     if cap is None or len(items) <= cap:
         return items
-    rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
+    rng = np.random.default_rng([seed, zlib.crc32(category.encode("utf-8", "surrogateescape"))])
     order = rng.permutation(len(items))[:cap]
     return sorted(items[int(i)] for i in order)
 
@@ -313,6 +353,8 @@ def _index_split(
                     present.append(rel)
                 else:
                     where = f"listed in {layout.csv[split].name}"
+                    if printable(rel) != rel:
+                        where += " (its name is not UTF-8)"
                     problems.add(f"{prefix}/{rel}", "missing", where)
         for rel in _cap(present, cap, seed, category):
             clips.append(ClipRef(f"{prefix}/{rel}", category, labels[category], split))

@@ -142,7 +142,7 @@ def plan_hash(index: DatasetIndex, cfg: PartitionConfig) -> str:
     h.update(json.dumps(cfg.model_dump(mode="json", exclude={"plan"}), sort_keys=True).encode())
     h.update(json.dumps([str(index.root), index.classes]).encode())
     for clip in [*index.train, *index.test]:
-        h.update(f"{clip.split}\0{clip.relpath}\0{clip.label}\n".encode())
+        h.update(f"{clip.split}\0{clip.relpath}\0{clip.label}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 

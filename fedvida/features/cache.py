@@ -39,7 +39,7 @@ from fedvida.errors import FedvidaError
 from fedvida.features.encoders import model_identities
 from fedvida.features.store import ShardStore, clip_key
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: stream choice, stream-based durations, DC-free silence, crashes
 VIDEO_ARRAYS = ("rgb", "flow", "dis", "rep")
 AUDIO_ARRAYS = ("audio", "tags")
 PACK_ARRAYS = ("rgb", "flow", "audio", "tags", "rep", "dis", "present", "labels")
@@ -211,7 +211,7 @@ def pack_id(cfg: ExtractConfig, plan: Plan, partition: int | str) -> str:
     vstore, astore = open_stores(cfg, partition)
     h = hashlib.sha256(f"{vstore.index_state()}|{astore.index_state()}".encode())
     for c in plan.partition(partition):
-        h.update(f"|{c.relpath}:{c.label}".encode())
+        h.update(f"|{c.relpath}:{c.label}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:20]
 
 

@@ -2,9 +2,13 @@
 
 Pipeline per partition (clips in plan order, only those missing from the cache):
 
-- a background thread runs the CPU work per clip (`prepare_video`: decode, Farneback, DIS;
-  `prepare_audio`: load, resample, silence check) into a bounded queue; PyAV, OpenCV and numpy
-  release the GIL, so it overlaps with encoding;
+- the CPU work per clip (`prepare_video`: decode, Farneback, DIS; `prepare_audio`: load,
+  resample, silence check) runs in ``extract.workers`` spawned worker processes
+  (`fedvida.data.isolate.IsolatedPool`; default one per core), whose results (numpy arrays) a
+  background thread feeds, in plan order, into a bounded queue. A worker that dies on a clip (a
+  segmentation fault or abort inside a codec) costs that clip only: it is recorded as
+  ``crashed`` (problem log and store, so a rerun does not retry it) and a fresh worker goes on;
+  with ``workers: 0`` the work runs in that thread instead, without crash isolation;
 - the main thread takes ``batch_clips`` clips at a time, runs the frame encoder on all their
   RGB frames and all their flow images (in chunks of ``encode_batch`` images), the audio encoder
   on all their present tracks, captions the representative frames, and writes one video shard
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from fedvida.config import Config, ExtractConfig
+from fedvida.data.isolate import Crashed, IsolatedPool, default_workers
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import ProblemLog
 from fedvida.features.cache import clip_path, ensure_pack, open_stores
@@ -38,7 +43,13 @@ from fedvida.features.encoders import (
     create_frame_encoder,
     resolve_device,
 )
-from fedvida.features.frames import AudioWork, VideoWork, prepare_audio, prepare_video
+from fedvida.features.frames import (
+    AudioWork,
+    VideoWork,
+    crashed_clip,
+    init_decode_worker,
+    prepare_clip,
+)
 from fedvida.features.store import ShardStore, clip_key
 
 STAGES = ("decode", "flow", "dis", "rgb_encode", "flow_encode", "audio", "caption")
@@ -57,7 +68,21 @@ class Models:
         self._audio: AudioEncoder | None = None
         self._tagger: AudioEncoder | None = None
         self._captioner: ClipCaptioner | None = None
+        self._pool: IsolatedPool | None = None
         self.load_seconds = 0.0
+
+    def decode_pool(self) -> IsolatedPool:
+        """The decode worker pool (`extract.workers` processes, started on demand), kept across
+        partitions so that workers are spawned once per run; `close` stops them."""
+        if self._pool is None:
+            n = default_workers() if self.cfg.workers is None else self.cfg.workers
+            self._pool = IsolatedPool(prepare_clip, n, init_decode_worker)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the decode workers (encoders stay loaded)."""
+        if self._pool is not None:
+            self._pool.close()
 
     def _timed_load(self, build: Callable[[], object]) -> object:
         t0 = time.perf_counter()
@@ -228,18 +253,23 @@ def _audio_batch(items: list[_Item], models: Models, stats: ExtractStats) -> tup
     return arrays, meta, rows
 
 
-def _producer(items: list[_Item], cfg: ExtractConfig, out: queue.Queue[_Item | None],
-              stop: threading.Event) -> None:
+def _producer(items: list[_Item], cfg: ExtractConfig, pool: IsolatedPool,
+              out: queue.Queue[_Item | None], stop: threading.Event,
+              errors: list[BaseException]) -> None:
+    tasks = ((it.path, cfg, it.need_video, it.need_audio) for it in items)
+    results = pool.imap(tasks)
     try:
-        for it in items:
+        for result, it in zip(results, items, strict=False):  # results first: runs it to its end
+            if isinstance(result, Crashed):
+                result = crashed_clip(it.path, cfg, it.need_video, it.need_audio, result)
+            it.video, it.audio = result
+            out.put(it)
             if stop.is_set():
                 return
-            if it.need_video:
-                it.video = prepare_video(it.path, cfg)
-            if it.need_audio:
-                it.audio = prepare_audio(it.path, cfg)
-            out.put(it)
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+        errors.append(exc)
     finally:
+        results.close()  # an early stop closes the pool (no stale results for the next call)
         out.put(None)
 
 
@@ -304,7 +334,10 @@ def _run(todo: list[_Item], ecfg: ExtractConfig, models: Models, stats: ExtractS
          problems: ProblemLog | None, clips: list[PlannedClip]) -> None:
     q: queue.Queue[_Item | None] = queue.Queue(maxsize=2 * ecfg.batch_clips)
     stop = threading.Event()
-    worker = threading.Thread(target=_producer, args=(todo, ecfg, q, stop), daemon=True)
+    errors: list[BaseException] = []
+    worker = threading.Thread(target=_producer,
+                              args=(todo, ecfg, models.decode_pool(), q, stop, errors),
+                              daemon=True)
     worker.start()
     try:
         done = False
@@ -330,6 +363,9 @@ def _run(todo: list[_Item], ecfg: ExtractConfig, models: Models, stats: ExtractS
                 stats.audio_computed += len(aitems)
             for it in batch:
                 rel = clips[it.index].relpath
+                if it.video is not None and problems is not None:
+                    for reason, detail in it.video.notes:
+                        problems.add(rel, reason, detail)
                 if it.video is not None and it.video.failed:
                     if problems is not None:
                         problems.add(rel, it.video.failed, it.video.detail)
@@ -341,6 +377,8 @@ def _run(todo: list[_Item], ecfg: ExtractConfig, models: Models, stats: ExtractS
                     stats.audio_present += 1
             if on_clip:
                 on_clip(len(batch))
+        if errors:  # e.g. WorkerStartError: finished shards stay, nothing is marked crashed
+            raise errors[0]
     finally:
         stop.set()
         while worker.is_alive():  # unblock a producer waiting on a full queue

@@ -6,6 +6,8 @@ exactly ``steps`` steps, and marks the representative steps. Only the distinct g
 steps use are kept (a 15-frame clip repeats 3 of them), with the step -> frame map, so the encoder
 never runs twice on the same image. `prepare_audio` loads the track and decides presence.
 Neither raises for bad input: failures come back as a reason and a one-line detail.
+`prepare_clip` is both, the task an extraction worker process runs (`fedvida.data.isolate`);
+`crashed_clip` what stands for it when the worker died.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from fedvida.config import ExtractConfig
 from fedvida.data.audio import is_silent, load_audio
+from fedvida.data.isolate import Crashed
 from fedvida.data.video import VideoError, decode_grid, grid_to_steps
 from fedvida.errors import InputError
 from fedvida.features.flow import dis_magnitudes, farneback_images, representative_steps
@@ -32,9 +35,10 @@ class VideoWork:
     step_map: np.ndarray  # (T,) int64 index into frames / flows for each step
     dis: np.ndarray  # (T,) float32 DIS magnitude per step
     rep: np.ndarray  # (T,) bool representative steps
-    failed: str = ""  # "" or missing|unreadable|no_video|too_short|truncated|error
+    failed: str = ""  # "" or missing|unreadable|no_video|too_short|truncated|error|crashed
     detail: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # decode, flow, dis
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (reason, detail), e.g. short
 
 
 @dataclass
@@ -42,7 +46,7 @@ class AudioWork:
     """A clip's 16 kHz mono samples, or why it has no usable audio."""
 
     wave: np.ndarray | None  # (S,) float32, None when absent
-    reason: str = ""  # "" or no_stream|silent|unreadable
+    reason: str = ""  # "" or no_stream|silent|unreadable|crashed
     detail: str = ""
     seconds: float = 0.0
 
@@ -81,6 +85,11 @@ def prepare_video(path: Path, cfg: ExtractConfig) -> VideoWork:
     idx = grid_to_steps(len(frames), cfg.steps)  # (T,)
     used, step_map = np.unique(idx, return_inverse=True)
     dis = mags[idx].astype(np.float32)
+    notes = []
+    if grid.info.duration < cfg.short_duration:
+        notes.append(("short", f"{path}: {grid.info.duration:.2f} s < "
+                               f"{cfg.short_duration:.2f} s, kept ({len(frames)} grid frames "
+                               f"over {cfg.steps} steps)"))
     return VideoWork(
         frames=frames[used],
         flows=flows[used],
@@ -88,6 +97,7 @@ def prepare_video(path: Path, cfg: ExtractConfig) -> VideoWork:
         dis=dis,
         rep=representative_steps(dis, cfg.rep_threshold),
         seconds=secs,
+        notes=notes,
     )
 
 
@@ -107,6 +117,34 @@ def prepare_audio(path: Path, cfg: ExtractConfig) -> AudioWork:
     if track.samples.size == 0:
         return AudioWork(None, "silent", f"{path}: zero-length audio track", secs)
     if is_silent(track, cfg.silence_dbfs):
-        detail = f"{path}: RMS {track.rms_dbfs:.1f} dBFS < {cfg.silence_dbfs:.1f}"
+        detail = f"{path}: RMS without DC {track.rms_dbfs:.1f} dBFS < {cfg.silence_dbfs:.1f}"
         return AudioWork(None, "silent", detail, secs)
     return AudioWork(track.samples, "", "", secs)
+
+
+def init_decode_worker() -> None:
+    """Start of an extraction worker process: one thread each for FFmpeg and OpenCV (the workers
+    already use every core; nested thread pools would only compete)."""
+    import cv2
+
+    from fedvida.data import video
+
+    video.DECODE_THREADS = 1
+    cv2.setNumThreads(1)
+
+
+def prepare_clip(path: Path, cfg: ExtractConfig, need_video: bool, need_audio: bool
+                 ) -> tuple[VideoWork | None, AudioWork | None]:
+    """`prepare_video` and / or `prepare_audio` of one clip (the task of an extraction worker)."""
+    video = prepare_video(path, cfg) if need_video else None
+    audio = prepare_audio(path, cfg) if need_audio else None
+    return video, audio
+
+
+def crashed_clip(path: Path, cfg: ExtractConfig, need_video: bool, need_audio: bool,
+                 crash: Crashed) -> tuple[VideoWork | None, AudioWork | None]:
+    """What `prepare_clip` stands for when its worker process died: both parts ``crashed``."""
+    detail = f"{path}: {crash.describe()} while decoding"
+    video = _failed_video(cfg, "crashed", detail, {}) if need_video else None
+    audio = AudioWork(None, "crashed", detail) if need_audio else None
+    return video, audio

@@ -53,7 +53,7 @@ def clip_key(path: Path) -> str:
         ident = f"{resolved}|{st.st_size}|{st.st_mtime_ns}"
     except OSError:
         ident = f"{resolved}|missing"
-    return hashlib.sha256(ident.encode()).hexdigest()[:24]
+    return hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ def fed_pipeline(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> C
     models = Models(cfg.extract)
     for part in [*range(plan.num_clients), "test"]:
         extract_partition(cfg, plan, part, models)
+    models.close()  # the decode worker processes
     actions, _ = resolve_actions(cfg)
     build_dictionary(actions, cfg.dictionary.out, embedder=load_sentence_embedder(
         cfg.dictionary.model), action_template=cfg.dictionary.action_template,

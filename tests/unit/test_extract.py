@@ -62,8 +62,9 @@ def _plan(root: Path, withheld: frozenset[str] = frozenset({"t/a/mono48k.mp4",
 
 
 def _cfg(cache: Path, *overrides: str) -> Config:
+    # min_duration 1.0: short clips are skipped only when asked (the default keeps them)
     base = [f"extract.cache_dir={cache}", "extract.image_size=64", "extract.flow_size=32",
-            "extract.batch_clips=2", "extract.torch_threads=1"]
+            "extract.batch_clips=2", "extract.torch_threads=1", "extract.min_duration=1.0"]
     return load_config(None, [*base, *overrides])
 
 

@@ -219,7 +219,7 @@ def test_inspect_reports_corrupt_and_empty_files(tmp_path: Path,
     shares = report.shares()
     assert shares["audio_stream"] == pytest.approx(15 / 16)
     assert shares["silent"] == pytest.approx(1 / 16)
-    assert report.fps_counts() == [(24.0, 16)]
+    assert report.fps_counts() == [("24.000", 16)]
 
     code = main(["data", "inspect", "--root", str(root), "--problems",
                  str(tmp_path / "problems.jsonl")])
