@@ -31,6 +31,13 @@ ABSENT, REAL, GENERATED = 0, 1, 2
 SOURCES = ("absent", "real", "generated")
 
 
+def source_codes(source: torch.Tensor) -> torch.Tensor:
+    """(B,) int64 source codes; a bool tensor means real (True) or absent (False)."""
+    if source.dtype == torch.bool:
+        return torch.where(source, REAL, ABSENT)
+    return source.to(torch.int64)
+
+
 class ActionClassifier(nn.Module):
     """(B, T, 2D) video + (B, T, A) audio + (B,) audio source -> (B, num_classes) logits."""
 
@@ -73,9 +80,7 @@ class ActionClassifier(nn.Module):
 
     def source_features(self, source: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """(B,) source codes (or bool present flags) -> (B, F) indicator features."""
-        if source.dtype == torch.bool:
-            source = source.to(torch.int64) * REAL
-        source = source.to(torch.int64)
+        source = source_codes(source)
         if self.source_indicator:
             return nn.functional.one_hot(source, len(SOURCES)).to(dtype)  # (B, 3)
         return (source != ABSENT).to(dtype)[:, None]  # (B, 1)
@@ -105,7 +110,7 @@ class ActionClassifier(nn.Module):
         flag = feats[:, None, :].expand(b, t, -1)
         if self.fusion == "late":
             _, (ha, _) = self.audio_lstm(torch.cat([audio, flag], dim=2))  # (1, B, H)
-            code = source.to(torch.int64) * (REAL if source.dtype == torch.bool else 1)
+            code = source_codes(source)
             on = (code != ABSENT).to(visual.dtype)  # (B,)
             gate = torch.where(code == GENERATED, self.fill_weight.to(visual.dtype), on)
             return self.video_logits(visual) + gate[:, None] * self.audio_out(self.drop(ha[-1]))

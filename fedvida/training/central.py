@@ -196,7 +196,7 @@ def probe_result(cfg: Config, data: CentralData) -> MethodResult:
 
     start = time.perf_counter()
     res = linear_probe(data.train, data.val, data.test, len(data.classes), cfg.train.seed)
-    cm = np.zeros((len(data.classes),) * 2, dtype=np.int64)
+    cm = confusion_matrix(np.asarray(data.test.labels), res.preds, len(data.classes))
     return MethodResult(PROBE, {"C": res.c}, res.metrics, cm, time.perf_counter() - start,
                         None, res.correct)
 

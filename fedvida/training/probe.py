@@ -36,6 +36,7 @@ class ProbeResult:
     metrics: dict[str, float]
     correct: np.ndarray  # (N_test,) int8: 1/0 on missing-audio clips, -1 elsewhere
     c: float  # the chosen inverse regularisation strength
+    preds: np.ndarray  # (N_test,) predicted classes
 
 
 def linear_probe(
@@ -78,4 +79,4 @@ def linear_probe(
         metrics["f1_missing"] = macro_f1(yt[missing], preds[missing], num_classes)
         metrics["n_missing"] = float(missing.sum())
         correct[missing] = (preds[missing] == yt[missing]).astype(np.int8)
-    return ProbeResult(metrics=metrics, correct=correct, c=best_c)
+    return ProbeResult(metrics=metrics, correct=correct, c=best_c, preds=preds)
