@@ -282,7 +282,7 @@ def extract_partition(
     on_clip: Callable[[int], None] | None = None,
     problems: ProblemLog | None = None,
 ) -> ExtractStats:
-    """Extract every not-yet-cached clip of a partition into the cache.
+    """Extract every clip of a partition not yet in the cache's shared store into it.
 
     Parameters
     ----------
@@ -308,7 +308,7 @@ def extract_partition(
     t_start = time.perf_counter()
     clips = plan.partition(partition)
     stats = ExtractStats(partition=str(partition), total=len(clips))
-    vstore, astore = open_stores(ecfg, partition)
+    vstore, astore = open_stores(ecfg)  # the cache's one store: clips of any partition count
     vstore.clean_tmp()
     astore.clean_tmp()
     vindex, aindex = vstore.index(), astore.index()

@@ -19,7 +19,7 @@ from media_helpers import tone, write_clip, write_tiny_hf_models, write_wav
 from fedvida.config import Config, load_config
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import FedvidaError, ProblemLog
-from fedvida.features.cache import load_features, open_stores
+from fedvida.features.cache import ensure_pack, load_features, open_stores
 from fedvida.features.extract import Models, extract_partition
 
 pytestmark = pytest.mark.slow
@@ -179,7 +179,7 @@ def test_sigkill_mid_run_then_resume_recomputes_nothing(
     doc = cfg.model_dump(mode="json")
     doc["partition"]["plan"] = str(plan_path)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(doc))
-    video_store, audio_store = open_stores(cfg.extract, 0)
+    video_store, audio_store = open_stores(cfg.extract)
     shards = video_store.root / "shards"
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedvida.cli", "extract", "-c", str(tmp_path / "cfg.yaml"),
@@ -191,14 +191,14 @@ def test_sigkill_mid_run_then_resume_recomputes_nothing(
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_v = len(open_stores(cfg.extract, 0)[0].index())
-    done_a = len(open_stores(cfg.extract, 0)[1].index())
+    done_v = len(open_stores(cfg.extract)[0].index())
+    done_a = len(open_stores(cfg.extract)[1].index())
     assert 2 <= done_v < N_CLIPS
     stats = extract_partition(cfg, plan, 0, models)
     assert stats.video_computed == N_CLIPS - done_v
     assert stats.audio_computed == N_CLIPS - done_a
     assert not any(d.name.startswith(".tmp-") for d in shards.iterdir())
-    index = open_stores(cfg.extract, 0)[0].index()
+    index = open_stores(cfg.extract)[0].index()
     assert len(index) == N_CLIPS
     assert sum(1 for _ in shards.iterdir()) == N_CLIPS  # batch_clips=1: no clip written twice
     got, ref = load_features(cfg, plan, 0), load_features(ref_cfg, plan, 0)
@@ -227,3 +227,70 @@ def test_hf_encoders_and_blip_through_the_pipeline(dataset: Path, tmp_path: Path
     assert fs.audio_reason == ["", "no_stream"] and fs.tags[0].max() > 0 and not fs.tags[1].any()
     assert all(isinstance(c, str) for c in fs.captions)
 
+
+
+REPLAN = ["t/a/mono48k.mp4", "t/b/stereo44k.mp4", "t/b/nostream.mp4", "t/a/silent.mp4",
+          "t/b/short.mp4"]
+
+
+def _split(root: Path, groups: list[list[str]], withheld: frozenset[str] = frozenset(),
+           seed: int = 0) -> Plan:
+    clients = [[PlannedClip(p, int("/b/" in p), p in withheld) for p in g] for g in groups]
+    test = [PlannedClip("t/b/sidecar11k.mp4", 1, False)]
+    return Plan(str(root), ["a", "b"], clients, test, [0.0] * len(groups), seed,
+                f"split-{len(groups)}-{seed}")
+
+
+def _per_clip(fs: object) -> dict[str, tuple]:
+    assert hasattr(fs, "relpaths")
+    return {rel: (np.array(fs.rgb[i]), np.array(fs.flow[i]), np.array(fs.audio[i]),
+                  np.array(fs.tags[i]), np.array(fs.rep_steps[i]), fs.captions[i])
+            for i, rel in enumerate(fs.relpaths)}
+
+
+def test_repartitioning_reextracts_nothing(dataset: Path, models: Models, tmp_path: Path) -> None:
+    # Arrange: a 2-client plan extracted into one store; client 0's pack survives client 1
+    cfg = _cfg(tmp_path / "cache")
+    c = REPLAN
+    two = _split(dataset, [c[:3], c[3:]], withheld=frozenset({c[0]}))
+    first = [extract_partition(cfg, two, 0, models)]
+    pack0 = ensure_pack(cfg.extract, two, 0)
+    first += [extract_partition(cfg, two, p, models) for p in (1, "test")]
+    assert [s.computed for s in first] == [3, 2, 1]
+    assert ensure_pack(cfg.extract, two, 0) == pack0  # other clients' shards: pack still valid
+    elsewhere = dataclasses.replace(two, dataset_root=str(tmp_path / "no-dataset-here"))
+    assert load_features(cfg, elsewhere, 0).relpaths == [c[0], c[1], c[2]]
+    ref: dict[str, tuple] = {}
+    for p in (0, 1, "test"):
+        ref.update(_per_clip(load_features(cfg, two, p, withhold=False)))
+    assert set(ref) == {*c, "t/b/sidecar11k.mp4"} - {"t/b/short.mp4"}
+    replans = [
+        _split(dataset, [c[4:], c[1:3], [c[0], c[3]]]),  # 3 clients
+        _split(dataset, [c[::2], c[1::2]], withheld=frozenset(c[:2]), seed=7),  # seed, withheld
+        _split(dataset, [[x] for x in reversed(c)], seed=3),  # one clip per client
+    ]
+    fresh = Models(cfg.extract)
+    for plan in replans:
+        for p in [*range(plan.num_clients), "test"]:
+            # Act
+            stats = extract_partition(cfg, plan, p, fresh)
+            fs = load_features(cfg, plan, p)
+            oracle = _per_clip(load_features(cfg, plan, p, withhold=False))
+            # Assert
+            assert stats.computed == 0 and stats.cached == len(plan.partition(p))
+            withheld = {x.relpath for x in plan.partition(p) if x.withheld}
+            for i, rel in enumerate(fs.relpaths):
+                if rel in withheld and ref[rel][2].any():
+                    assert fs.audio_reason[i] == "withheld" and not fs.audio[i].any()
+                for got, want in zip(oracle[rel], ref[rel], strict=True):
+                    if isinstance(want, str):
+                        assert got == want
+                    else:
+                        np.testing.assert_array_equal(got, want)
+    assert fresh.load_seconds == 0.0  # no encoder was even loaded
+    cache = Path(cfg.extract.cache_dir)
+    groups = sorted(d.name.split("-")[0] for d in (cache / "store").iterdir())
+    assert groups == ["audio", "video"]
+    assert {d.name for d in cache.iterdir()} == {"store", "0", "1", "2", "3", "4", "test"}
+    assert all([x.name for x in d.iterdir()] == ["packs"] for d in cache.iterdir()
+               if d.name != "store")  # partitions hold views only
