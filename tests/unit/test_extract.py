@@ -294,3 +294,28 @@ def test_repartitioning_reextracts_nothing(dataset: Path, models: Models, tmp_pa
     assert {d.name for d in cache.iterdir()} == {"store", "0", "1", "2", "3", "4", "test"}
     assert all([x.name for x in d.iterdir()] == ["packs"] for d in cache.iterdir()
                if d.name != "store")  # partitions hold views only
+
+
+def test_node_extracts_only_its_clients_clips_into_its_own_store(
+    dataset: Path, models: Models, tmp_path: Path
+) -> None:
+    # Arrange: a node's data-dir (plan.json + cache/), as `--node-config data-dir=...` names it
+    from fedvida.federation.settings import localize
+
+    node = tmp_path / "node1"
+    plan = _split(dataset, [REPLAN[:3], REPLAN[3:]])
+    cfg = localize(_cfg(tmp_path / "server-cache"), {"data-dir": str(node), "partition-id": 1})
+    node.mkdir()
+    plan.save(node / "plan.json")
+    # Act
+    stats = extract_partition(cfg, Plan.load(cfg.partition.plan), 1, models)
+    moved = dataclasses.replace(plan, dataset_root=str(tmp_path / "no-dataset-on-this-node"))
+    fs = load_features(cfg, moved, 1)
+    # Assert
+    assert stats.computed == 2 and fs.relpaths == [REPLAN[3]]  # short.mp4 is skipped
+    vstore, astore = open_stores(cfg.extract)
+    assert vstore.root.parent == node / "cache" / "store"
+    assert len(vstore.index()) == len(astore.index()) == 2  # client 1's clips only
+    assert not (tmp_path / "server-cache").exists()
+    with pytest.raises(FedvidaError, match="fedvida extract --client 0"):
+        load_features(cfg, plan, 0)
