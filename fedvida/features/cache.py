@@ -287,10 +287,15 @@ def _write_head(packs: Path, head: dict[str, Any]) -> None:
     os.replace(tmp, packs / HEAD)
 
 
-def ensure_pack(cfg: ExtractConfig, plan: Plan, partition: int | str) -> Path:
-    """The partition's current pack folder, built (from the store) if needed."""
+def ensure_pack(cfg: ExtractConfig, plan: Plan, partition: int | str, *,
+                check_files: bool = False) -> Path:
+    """The partition's current pack folder, built (from the store) if needed.
+
+    With `check_files` the clip files are keyed again (stat), so a pack of an edited clip's old
+    key is replaced (extraction does this); otherwise `HEAD.json` decides, without the files.
+    """
     packs = partition_dir(cfg, partition) / "packs" / view_id(cfg, plan, partition)
-    pack_dir = _head_pack(cfg, packs)
+    pack_dir = None if check_files else _head_pack(cfg, packs)
     if pack_dir is None:
         packs.mkdir(parents=True, exist_ok=True)
         pack_dir = build_pack(cfg, plan, partition, packs)

@@ -324,7 +324,8 @@ def extract_partition(
         on_clip(stats.cached)
     if todo:
         _run(todo, ecfg, models, stats, vstore, astore, on_clip, problems, clips)
-    ensure_pack(ecfg, plan, partition)  # so that training never needs the dataset files
+    # so that training never needs the dataset files (and an edited clip's new key is packed)
+    ensure_pack(ecfg, plan, partition, check_files=True)
     stats.wall = time.perf_counter() - t_start
     return stats
 

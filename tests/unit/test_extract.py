@@ -159,9 +159,11 @@ def test_config_change_invalidates_exactly_its_group(extracted: tuple, models: M
     assert (silence.video_computed, silence.audio_computed) == (0, N_CLIPS)
     clip = Path(plan.dataset_root) / "t/b/stereo44k.mp4"
     st = clip.stat()
+    pack = ensure_pack(cfg.extract, plan, 0)
     os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     touched = extract_partition(cfg, plan, 0, models)
     assert (touched.video_computed, touched.audio_computed, touched.cached) == (1, 1, 10)
+    assert ensure_pack(cfg.extract, plan, 0) != pack  # the edited clip's new rows are packed
 
 
 def test_unextracted_partition_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
