@@ -45,7 +45,7 @@ from fedvida.config import Config, ExtractConfig
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import FedvidaError
 from fedvida.features.encoders import model_identities
-from fedvida.features.store import ShardStore, clip_key
+from fedvida.features.store import SHARDS, ShardStore, clip_key
 
 FEATURE_VERSION = 2  # 2: stream choice, stream-based durations, DC-free silence, crashes
 VIDEO_ARRAYS = ("rgb", "flow", "dis", "rep")
@@ -131,6 +131,51 @@ def open_stores(cfg: ExtractConfig) -> tuple[ShardStore, ShardStore]:
         ShardStore.open(root, "video", video_signature(cfg)),
         ShardStore.open(root, "audio", audio_signature(cfg)),
     )
+
+
+def migrate_partition_groups(cfg: ExtractConfig) -> int:
+    """Move the shards of caches from before the shared store into it; return how many.
+
+    Such caches kept a group per partition (``<cache_dir>/<partition>/<kind>-<hash>/``). Shard ids
+    are unique and group names (signature hashes) unchanged, so each finished shard is renamed
+    into ``<cache_dir>/store/<kind>-<hash>/shards/`` and adopted there as an orphan (a new index
+    line); nothing is recomputed. Emptied old groups are removed. Run it with no extraction of an
+    older fedvida version writing into the same cache.
+    """
+    cache, store = Path(cfg.cache_dir), store_dir(cfg)
+    if not cache.is_dir():
+        return 0
+    moved = 0
+    for part in cache.iterdir():
+        if part.name == STORE_DIR or not part.is_dir():
+            continue
+        for group in part.iterdir():
+            if not group.name.startswith(("video-", "audio-")) or not group.is_dir():
+                continue
+            dest = store / group.name
+            (dest / SHARDS).mkdir(parents=True, exist_ok=True)
+            sig = group / "signature.json"
+            if sig.is_file() and not (dest / "signature.json").exists():
+                shutil.copyfile(sig, dest / "signature.json")
+            shards = group / SHARDS
+            for shard in sorted(shards.iterdir()) if shards.is_dir() else []:
+                if shard.name.startswith(".tmp-") or not (shard / "meta.json").is_file():
+                    continue
+                try:
+                    os.rename(shard, dest / SHARDS / shard.name)
+                    moved += 1
+                except OSError:  # another process moved it first
+                    continue
+            _remove_if_emptied(group)
+    return moved
+
+
+def _remove_if_emptied(group: Path) -> None:
+    """Remove an old group whose finished shards have all moved (else leave it for a rerun)."""
+    shards = group / SHARDS
+    if shards.is_dir() and any(not d.name.startswith(".tmp-") for d in shards.iterdir()):
+        return
+    shutil.rmtree(group, ignore_errors=True)
 
 
 def clip_path(plan: Plan, clip: PlannedClip) -> Path:

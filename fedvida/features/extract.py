@@ -34,7 +34,12 @@ from fedvida.config import Config, ExtractConfig
 from fedvida.data.isolate import Crashed, IsolatedPool, default_workers
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import ProblemLog
-from fedvida.features.cache import clip_path, ensure_pack, open_stores
+from fedvida.features.cache import (
+    clip_path,
+    ensure_pack,
+    migrate_partition_groups,
+    open_stores,
+)
 from fedvida.features.captions import ClipCaptioner, create_captioner
 from fedvida.features.encoders import (
     AudioEncoder,
@@ -308,6 +313,7 @@ def extract_partition(
     t_start = time.perf_counter()
     clips = plan.partition(partition)
     stats = ExtractStats(partition=str(partition), total=len(clips))
+    migrate_partition_groups(ecfg)  # caches from before the shared store: move, not redo
     vstore, astore = open_stores(ecfg)  # the cache's one store: clips of any partition count
     vstore.clean_tmp()
     astore.clean_tmp()

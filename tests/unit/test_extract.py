@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -321,3 +322,22 @@ def test_node_extracts_only_its_clients_clips_into_its_own_store(
     assert not (tmp_path / "server-cache").exists()
     with pytest.raises(FedvidaError, match="fedvida extract --client 0"):
         load_features(cfg, plan, 0)
+
+
+def test_cache_from_before_the_shared_store_is_moved_not_recomputed(
+    extracted: tuple, tmp_path: Path
+) -> None:
+    # Arrange: the old layout, groups under the partition (<cache>/0/video-<hash>/...)
+    ref_cfg, plan, _, _ = extracted
+    cfg = _cfg(tmp_path / "cache")
+    shutil.copytree(Path(ref_cfg.extract.cache_dir) / "store", tmp_path / "cache" / "0")
+    # Act
+    fresh = Models(cfg.extract)
+    stats = extract_partition(cfg, plan, 0, fresh)
+    # Assert
+    assert stats.computed == 0 and stats.cached == N_CLIPS and fresh.load_seconds == 0.0
+    assert [d.name for d in (tmp_path / "cache" / "0").iterdir()] == ["packs"]
+    got, ref = load_features(cfg, plan, 0), load_features(ref_cfg, plan, 0)
+    assert got.relpaths == ref.relpaths and got.captions == ref.captions
+    np.testing.assert_array_equal(got.rgb, ref.rgb)
+    np.testing.assert_array_equal(got.audio, ref.audio)
