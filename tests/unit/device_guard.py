@@ -45,8 +45,12 @@ def _tensors(obj: Any, depth: int = 0) -> Iterator[torch.Tensor]:
 class DeviceGuard(TorchFunctionMode):
     """Raise `DeviceMixError` where CUDA would reject mixing host and device tensors."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_device: str | None = None) -> None:
+        """`model_device`: a device string the code under test moves models and inputs to with
+        ``.to(str)`` (e.g. the encoders' ``"cpu"``), counted as the device; default: the string
+        ``"cpu"`` means the host."""
         super().__init__()
+        self.model_device = model_device
         self._device: dict[int, weakref.ref[torch.Tensor]] = {}
         self._host_devices: list[torch.device] = []  # kept alive so that ids stay unique
         self.ops = 0
@@ -64,6 +68,8 @@ class DeviceGuard(TorchFunctionMode):
         if isinstance(target, torch.Tensor):
             return self.is_device(target)
         if isinstance(target, str):
+            if target == self.model_device:
+                return True
             return not target.startswith("cpu") if target not in ("float", "double") else None
         if isinstance(target, torch.device):
             return not any(target is d for d in self._host_devices)
