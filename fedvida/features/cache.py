@@ -293,19 +293,20 @@ def _write_pack(cfg: ExtractConfig, clips: list[PlannedClip], keys: list[str],
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def view_id(cfg: ExtractConfig, plan: Plan, partition: int | str) -> str:
+def view_id(cfg: ExtractConfig, plan: Plan, partition: int | str,
+            stores: tuple[ShardStore, ShardStore] | None = None) -> str:
     """Id of a partition's view: the two groups, its relpaths and labels in plan order.
 
     The dataset is not touched (no clip key), so a view is found without the clip files.
     """
-    vstore, astore = open_stores(cfg)
+    vstore, astore = stores or open_stores(cfg)
     h = hashlib.sha256(f"{PACK_VERSION}|{vstore.root.name}|{astore.root.name}".encode())
     for c in plan.partition(partition):
         h.update(f"|{c.relpath}:{c.label}".encode("utf-8", "surrogateescape"))
     return f"{PACK_VERSION}-{h.hexdigest()[:20]}"
 
 
-def _head_pack(cfg: ExtractConfig, packs: Path) -> Path | None:
+def _head_pack(stores: tuple[ShardStore, ShardStore], packs: Path) -> Path | None:
     """The pack HEAD names if the store gained no shard holding one of its clips since."""
     try:
         head = json.loads((packs / HEAD).read_text())
@@ -316,7 +317,7 @@ def _head_pack(cfg: ExtractConfig, packs: Path) -> Path | None:
     if not (pack_dir / "meta.json").is_file():
         return None
     moved = dict(offsets)
-    for kind, store in zip(("video", "audio"), open_stores(cfg), strict=True):
+    for kind, store in zip(("video", "audio"), stores, strict=True):
         since = store.keys_since(int(offsets[kind]))
         if since is None or not keys.isdisjoint(since[0]):
             return None
@@ -339,8 +340,9 @@ def ensure_pack(cfg: ExtractConfig, plan: Plan, partition: int | str, *,
     With `check_files` the clip files are keyed again (stat), so a pack of an edited clip's old
     key is replaced (extraction does this); otherwise `HEAD.json` decides, without the files.
     """
-    packs = partition_dir(cfg, partition) / "packs" / view_id(cfg, plan, partition)
-    pack_dir = None if check_files else _head_pack(cfg, packs)
+    stores = open_stores(cfg)
+    packs = partition_dir(cfg, partition) / "packs" / view_id(cfg, plan, partition, stores)
+    pack_dir = None if check_files else _head_pack(stores, packs)
     if pack_dir is None:
         packs.mkdir(parents=True, exist_ok=True)
         pack_dir = build_pack(cfg, plan, partition, packs)
