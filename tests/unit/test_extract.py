@@ -341,3 +341,28 @@ def test_cache_from_before_the_shared_store_is_moved_not_recomputed(
     assert got.relpaths == ref.relpaths and got.captions == ref.captions
     np.testing.assert_array_equal(got.rgb, ref.rgb)
     np.testing.assert_array_equal(got.audio, ref.audio)
+
+
+def test_two_processes_extract_two_partitions_into_one_store(
+    dataset: Path, models: Models, tmp_path: Path
+) -> None:
+    # Arrange: two `fedvida extract` processes, one per client, one cache
+    cfg = _cfg(tmp_path / "cache", "extract.workers=0", "extract.batch_clips=1")
+    plan = _split(dataset, [REPLAN[:3], REPLAN[3:]])
+    plan.save(tmp_path / "plan.json")
+    doc = cfg.model_dump(mode="json")
+    doc["partition"]["plan"] = str(tmp_path / "plan.json")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(doc))
+    # Act
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "fedvida.cli", "extract", "-c", str(tmp_path / "cfg.yaml"),
+         "--client", k], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for k in ("0", "1")]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    # Assert: every shard indexed once, whole lines only; nothing left to compute
+    assert [p.returncode for p in procs] == [0, 0], errors
+    for store in open_stores(cfg.extract):
+        lines = (store.root / "index.jsonl").read_text().splitlines()
+        assert len(lines) == len(REPLAN) and len(store.index()) == len(REPLAN)
+    again = [extract_partition(cfg, plan, k, models) for k in (0, 1)]
+    assert [s.computed for s in again] == [0, 0]
+    assert len(load_features(cfg, plan, 0)) == 3 and len(load_features(cfg, plan, 1)) == 1
