@@ -6,8 +6,9 @@ CONFIG; the smoke or demo config)::
     python bench/simulation.py --config configs/smoke.yaml [--clients 10 100 1000] [--rounds 3]
 
 For N clients the bench writes a plan whose client k holds the clips of base client k mod B (the
-B clients of the config's plan) and points partition k's cache folder at base k's extracted
-shards (symlinks), so every virtual client reads real cached features, lazily, when sampled.
+B clients of the config's plan), links the shared feature store and points partition k's cache
+folder at base k's packs (symlinks), so every virtual client reads real cached features, lazily,
+when sampled.
 Each round samples ``--per-round`` clients (fraction = per-round / N). It prints, per N:
 wall time per round after the first (warm-up), the clients' pure training time, their ratio
 (round time / (training time / parallel clients)), bytes per round and the peak memory (RSS) of
@@ -94,9 +95,10 @@ def virtual_plan(base: Plan, n: int) -> Plan:
 
 
 def link_cache(cache: Path, out: Path, base_clients: int, n: int) -> None:
-    """Cache folder for ``n`` clients: symlinks to the base clients' extracted shards."""
+    """Cache folder for ``n`` clients: symlinks to the shared store and the base clients' packs
+    (virtual client k has base client k mod B's clips in its order: the same view)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("test", *[str(k) for k in range(base_clients)]):
+    for name in ("store", "test", *[str(k) for k in range(base_clients)]):
         src = (cache / name).resolve()
         if not (out / name).exists():
             (out / name).symlink_to(src, target_is_directory=True)

@@ -458,9 +458,9 @@ def missing_feature_partitions(cfg: Config, plan: Any) -> list[str]:
     from fedvida.features.store import clip_key
 
     missing = []
+    vstore, astore = open_stores(cfg.extract)
+    vindex, aindex = vstore.index(), astore.index()
     for part in [*range(plan.num_clients), "test"]:
-        vstore, astore = open_stores(cfg.extract, part)
-        vindex, aindex = vstore.index(), astore.index()
         for clip in plan.partition(part):
             key = clip_key(clip_path(plan, clip))
             if key not in vindex or key not in aindex:

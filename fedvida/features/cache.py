@@ -1,17 +1,24 @@
-"""The feature cache of a partition and `load_features`, the contract training codes against.
+"""The feature store of a dataset, per-partition packs, and `load_features` (training's contract).
 
-Two groups per partition (see `fedvida.features.store`): ``video`` (RGB and flow features, DIS
-motion, representative steps, captions) and ``audio`` (per-step embeddings, AudioSet tags,
-presence and reason). Each is keyed by its own signature, so changing the audio encoder keeps
-every video feature and changing fps or the frame encoder keeps every audio feature.
+ONE store per cache folder (``<cache_dir>/store/``), shared by every partition and every plan over
+the same files: clips are keyed by file (`clip_key`), not by partition, so re-partitioning (more
+clients, another Dirichlet alpha or seed, other withholding) re-extracts nothing. Two groups (see
+`fedvida.features.store`): ``video`` (RGB and flow features, DIS motion, representative steps,
+captions) and ``audio`` (per-step embeddings, AudioSet tags, presence and reason). Each is keyed by
+its own signature, so changing the audio encoder keeps every video feature and changing fps or the
+frame encoder keeps every audio feature.
 
-A *pack* holds a partition in plan order (one contiguous .npy per field under
-``<partition>/packs/<id>/``; id = hash of the two groups' index states and the ordered relpaths
-and labels). `extract_partition` builds it at the end of a run, `load_features` builds it if
-missing and otherwise only memory-maps it: no dataset file is touched, and loading a client's
-features costs a few small reads and ``np.load(mmap_mode="r")`` calls, cheap enough to do per
-client per round. Clip files are checked (size, mtime) when extracting and when a pack is built,
-so run `fedvida extract` again after editing clips.
+A partition is a *view* of the store. Its *pack* holds the partition in plan order (one contiguous
+.npy per field) under ``<cache_dir>/<partition>/packs/<view>/<pack id>/``: view = hash of the two
+groups and the ordered relpaths and labels (one plan's partition); pack id = hash of where each of
+its clips' rows sit in the store, so it changes exactly when the store gains shards holding one of
+the partition's clips. ``<view>/HEAD.json`` names the current pack, its clip keys and how far the
+store's index files had been read; `load_features` reads only the index lines appended since
+(usually none) and checks them against the keys, so a pack stays valid while other partitions are
+extracted into the store, and loading touches no dataset file: a few small reads and
+``np.load(mmap_mode="r")`` calls, cheap enough per client per round. `extract_partition` builds
+the pack at the end of a run; clip files are checked (size, mtime) when extracting and when a pack
+is built, so run `fedvida extract` again after editing clips.
 
 Withholding is applied here, never at extraction: a withheld clip that has audio gets zero audio
 and tags, ``audio_present = False`` and reason ``"withheld"``; a clip with no usable audio keeps
@@ -26,6 +33,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +45,12 @@ from fedvida.config import Config, ExtractConfig
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import FedvidaError
 from fedvida.features.encoders import model_identities
-from fedvida.features.store import ShardStore, clip_key
+from fedvida.features.store import SHARDS, ShardStore, clip_key
 
 FEATURE_VERSION = 2  # 2: stream choice, stream-based durations, DC-free silence, crashes
 VIDEO_ARRAYS = ("rgb", "flow", "dis", "rep")
 AUDIO_ARRAYS = ("audio", "tags")
+HEAD = "HEAD.json"
 PACK_ARRAYS = ("rgb", "flow", "audio", "tags", "rep", "dis", "present", "labels")
 
 
@@ -101,18 +110,72 @@ def audio_signature(cfg: ExtractConfig) -> dict[str, Any]:
     }
 
 
+STORE_DIR = "store"
+PACK_VERSION = "v2"  # v2: packs are views of the shared store (v1 packs, per partition, ignored)
+
+
 def partition_dir(cfg: ExtractConfig, partition: int | str) -> Path:
-    """``<cache_dir>/<partition>`` (partition: client id or ``"test"``)."""
+    """``<cache_dir>/<partition>`` (partition: client id or ``"test"``): holds its packs only."""
     return Path(cfg.cache_dir) / str(partition)
 
 
-def open_stores(cfg: ExtractConfig, partition: int | str) -> tuple[ShardStore, ShardStore]:
-    """The (video, audio) shard stores of a partition for the current config."""
-    pdir = partition_dir(cfg, partition)
+def store_dir(cfg: ExtractConfig) -> Path:
+    """``<cache_dir>/store``: the shard groups shared by every partition and plan."""
+    return Path(cfg.cache_dir) / STORE_DIR
+
+
+def open_stores(cfg: ExtractConfig) -> tuple[ShardStore, ShardStore]:
+    """The (video, audio) shard stores of the cache for the current config (all partitions)."""
+    root = store_dir(cfg)
     return (
-        ShardStore.open(pdir, "video", video_signature(cfg)),
-        ShardStore.open(pdir, "audio", audio_signature(cfg)),
+        ShardStore.open(root, "video", video_signature(cfg)),
+        ShardStore.open(root, "audio", audio_signature(cfg)),
     )
+
+
+def migrate_partition_groups(cfg: ExtractConfig) -> int:
+    """Move the shards of caches from before the shared store into it; return how many.
+
+    Such caches kept a group per partition (``<cache_dir>/<partition>/<kind>-<hash>/``). Shard ids
+    are unique and group names (signature hashes) unchanged, so each finished shard is renamed
+    into ``<cache_dir>/store/<kind>-<hash>/shards/`` and adopted there as an orphan (a new index
+    line); nothing is recomputed. Emptied old groups are removed. Run it with no extraction of an
+    older fedvida version writing into the same cache.
+    """
+    cache, store = Path(cfg.cache_dir), store_dir(cfg)
+    if not cache.is_dir():
+        return 0
+    moved = 0
+    for part in cache.iterdir():
+        if part.name == STORE_DIR or not part.is_dir():
+            continue
+        for group in part.iterdir():
+            if not group.name.startswith(("video-", "audio-")) or not group.is_dir():
+                continue
+            dest = store / group.name
+            (dest / SHARDS).mkdir(parents=True, exist_ok=True)
+            sig = group / "signature.json"
+            if sig.is_file() and not (dest / "signature.json").exists():
+                shutil.copyfile(sig, dest / "signature.json")
+            shards = group / SHARDS
+            for shard in sorted(shards.iterdir()) if shards.is_dir() else []:
+                if shard.name.startswith(".tmp-") or not (shard / "meta.json").is_file():
+                    continue
+                try:
+                    os.rename(shard, dest / SHARDS / shard.name)
+                    moved += 1
+                except OSError:  # another process moved it first
+                    continue
+            _remove_if_emptied(group)
+    return moved
+
+
+def _remove_if_emptied(group: Path) -> None:
+    """Remove an old group whose finished shards have all moved (else leave it for a rerun)."""
+    shards = group / SHARDS
+    if shards.is_dir() and any(not d.name.startswith(".tmp-") for d in shards.iterdir()):
+        return
+    shutil.rmtree(group, ignore_errors=True)
 
 
 def clip_path(plan: Plan, clip: PlannedClip) -> Path:
@@ -146,16 +209,30 @@ def _gather(
                 out[name] = np.zeros((len(keys), *arr.shape[1:]), dtype=arr.dtype)
             out[name][dst] = arr[src]
     for name in names:
-        if name not in out:
-            out[name] = np.zeros((len(keys), *shapes[name]), dtype=np.float32)
+        if name not in out:  # none of these clips has a row: take the widths from another clip
+            out[name] = np.zeros((len(keys), *_row_shape(store, name, shapes[name])),
+                                 dtype=np.float32)
     return out, per_key
 
 
-def build_pack(cfg: ExtractConfig, plan: Plan, partition: int | str, pack_dir: Path) -> None:
-    """Assemble a partition's cached features in plan order into `pack_dir` (atomically)."""
+def _row_shape(store: ShardStore, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of one row of array `name` in any shard of the store (`default` if none has one),
+    so that a partition whose clips all lack audio still gets (N, T, Da) zeros."""
+    for shard in dict.fromkeys(r.shard for r in store.index().values() if r.row >= 0):
+        try:
+            return tuple(store.array(shard, name).shape[1:])
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+def build_pack(cfg: ExtractConfig, plan: Plan, partition: int | str, packs: Path) -> Path:
+    """Assemble a partition's features in plan order into ``packs/<pack id>`` (atomically) and
+    point ``packs/HEAD.json`` at it; returns the pack folder."""
     clips = plan.partition(partition)
     keys = [clip_key(clip_path(plan, c)) for c in clips]
-    vstore, astore = open_stores(cfg, partition)
+    vstore, astore = open_stores(cfg)
+    offsets = {"video": vstore.index_size(), "audio": astore.index_size()}  # before reading
     vindex, aindex = vstore.index(), astore.index()
     missing = [c.relpath for c, k in zip(clips, keys, strict=True)
                if k not in vindex or k not in aindex]
@@ -165,6 +242,20 @@ def build_pack(cfg: ExtractConfig, plan: Plan, partition: int | str, pack_dir: P
             f"for this extract config (e.g. {missing[0]}); run `fedvida extract --client "
             f"{partition}`"
         )
+    h = hashlib.sha256(packs.name.encode())
+    for k in keys:
+        v, a = vindex[k], aindex[k]
+        h.update(f"|{v.shard}:{v.row}/{a.shard}:{a.row}".encode())
+    pack_dir = packs / h.hexdigest()[:20]
+    if not (pack_dir / "meta.json").is_file():
+        _write_pack(cfg, clips, keys, vstore, astore, pack_dir)
+    _write_head(packs, {"pack": pack_dir.name, "offsets": offsets, "keys": sorted(set(keys))})
+    return pack_dir
+
+
+def _write_pack(cfg: ExtractConfig, clips: list[PlannedClip], keys: list[str],
+                vstore: ShardStore, astore: ShardStore, pack_dir: Path) -> None:
+    vindex = vstore.index()
     kept = [i for i, k in enumerate(keys) if vindex[k].row >= 0]
     kkeys = [keys[i] for i in kept]
     t = cfg.steps
@@ -202,24 +293,59 @@ def build_pack(cfg: ExtractConfig, plan: Plan, partition: int | str, pack_dir: P
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def pack_id(cfg: ExtractConfig, plan: Plan, partition: int | str) -> str:
-    """Id of a partition's pack: the two groups, their index sizes, relpaths and labels in order.
+def view_id(cfg: ExtractConfig, plan: Plan, partition: int | str,
+            stores: tuple[ShardStore, ShardStore] | None = None) -> str:
+    """Id of a partition's view: the two groups, its relpaths and labels in plan order.
 
-    The index files only grow (one line per new shard), so any extraction since the pack was
-    built gives a new id; the dataset itself is not touched.
+    The dataset is not touched (no clip key), so a view is found without the clip files.
     """
-    vstore, astore = open_stores(cfg, partition)
-    h = hashlib.sha256(f"{vstore.index_state()}|{astore.index_state()}".encode())
+    vstore, astore = stores or open_stores(cfg)
+    h = hashlib.sha256(f"{PACK_VERSION}|{vstore.root.name}|{astore.root.name}".encode())
     for c in plan.partition(partition):
         h.update(f"|{c.relpath}:{c.label}".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()[:20]
+    return f"{PACK_VERSION}-{h.hexdigest()[:20]}"
 
 
-def ensure_pack(cfg: ExtractConfig, plan: Plan, partition: int | str) -> Path:
-    """The partition's pack folder for the current cache state, built if needed."""
-    pack_dir = partition_dir(cfg, partition) / "packs" / pack_id(cfg, plan, partition)
+def _head_pack(stores: tuple[ShardStore, ShardStore], packs: Path) -> Path | None:
+    """The pack HEAD names if the store gained no shard holding one of its clips since."""
+    try:
+        head = json.loads((packs / HEAD).read_text())
+        pack_dir = packs / str(head["pack"])
+        offsets, keys = head["offsets"], set(head["keys"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
     if not (pack_dir / "meta.json").is_file():
-        build_pack(cfg, plan, partition, pack_dir)
+        return None
+    moved = dict(offsets)
+    for kind, store in zip(("video", "audio"), stores, strict=True):
+        since = store.keys_since(int(offsets[kind]))
+        if since is None or not keys.isdisjoint(since[0]):
+            return None
+        moved[kind] = since[1]
+    if moved != offsets:  # only other partitions' shards since: move HEAD past them
+        _write_head(packs, {**head, "offsets": moved})
+    return pack_dir
+
+
+def _write_head(packs: Path, head: dict[str, Any]) -> None:
+    tmp = packs / f".tmp-HEAD-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+    tmp.write_text(json.dumps(head))
+    os.replace(tmp, packs / HEAD)
+
+
+def ensure_pack(cfg: ExtractConfig, plan: Plan, partition: int | str, *,
+                check_files: bool = False) -> Path:
+    """The partition's current pack folder, built (from the store) if needed.
+
+    With `check_files` the clip files are keyed again (stat), so a pack of an edited clip's old
+    key is replaced (extraction does this); otherwise `HEAD.json` decides, without the files.
+    """
+    stores = open_stores(cfg)
+    packs = partition_dir(cfg, partition) / "packs" / view_id(cfg, plan, partition, stores)
+    pack_dir = None if check_files else _head_pack(stores, packs)
+    if pack_dir is None:
+        packs.mkdir(parents=True, exist_ok=True)
+        pack_dir = build_pack(cfg, plan, partition, packs)
     return pack_dir
 
 

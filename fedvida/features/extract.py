@@ -34,7 +34,12 @@ from fedvida.config import Config, ExtractConfig
 from fedvida.data.isolate import Crashed, IsolatedPool, default_workers
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import ProblemLog
-from fedvida.features.cache import clip_path, ensure_pack, open_stores
+from fedvida.features.cache import (
+    clip_path,
+    ensure_pack,
+    migrate_partition_groups,
+    open_stores,
+)
 from fedvida.features.captions import ClipCaptioner, create_captioner
 from fedvida.features.encoders import (
     AudioEncoder,
@@ -282,7 +287,7 @@ def extract_partition(
     on_clip: Callable[[int], None] | None = None,
     problems: ProblemLog | None = None,
 ) -> ExtractStats:
-    """Extract every not-yet-cached clip of a partition into the cache.
+    """Extract every clip of a partition not yet in the cache's shared store into it.
 
     Parameters
     ----------
@@ -308,7 +313,8 @@ def extract_partition(
     t_start = time.perf_counter()
     clips = plan.partition(partition)
     stats = ExtractStats(partition=str(partition), total=len(clips))
-    vstore, astore = open_stores(ecfg, partition)
+    migrate_partition_groups(ecfg)  # caches from before the shared store: move, not redo
+    vstore, astore = open_stores(ecfg)  # the cache's one store: clips of any partition count
     vstore.clean_tmp()
     astore.clean_tmp()
     vindex, aindex = vstore.index(), astore.index()
@@ -324,7 +330,8 @@ def extract_partition(
         on_clip(stats.cached)
     if todo:
         _run(todo, ecfg, models, stats, vstore, astore, on_clip, problems, clips)
-    ensure_pack(ecfg, plan, partition)  # so that training never needs the dataset files
+    # so that training never needs the dataset files (and an edited clip's new key is packed)
+    ensure_pack(ecfg, plan, partition, check_files=True)
     stats.wall = time.perf_counter() - t_start
     return stats
 

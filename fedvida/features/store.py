@@ -1,9 +1,9 @@
 """Crash-safe, memory-mappable shard store for per-clip features.
 
-Layout of one cache *group* (``video`` or ``audio`` features of one partition, for one extractor
-signature)::
+Layout of one cache *group* (``video`` or ``audio`` features for one extractor signature, shared
+by every partition and plan over the dataset: see `fedvida.features.cache`)::
 
-    <cache_dir>/<partition>/<kind>-<signature hash>/
+    <cache_dir>/store/<kind>-<signature hash>/
         signature.json           the config fields the hash covers (for humans)
         index.jsonl              one line per finished shard: {"shard", "keys", "rows"}
         shards/<id>/<array>.npy  plain .npy, loaded with mmap_mode="r"
@@ -18,6 +18,11 @@ then is its index line appended (one small ``O_APPEND`` write). A crash between 
 *orphan* shard, which the next `ShardStore.index` adopts from its ``meta.json``; a torn last index
 line is ignored; leftover ``.tmp-*`` folders are removed. So a killed extraction never leaves a
 half-written shard in use and never loses a finished one.
+
+Concurrent writers (two partitions extracted by two processes into the one store) are safe: shard
+ids are unique (time + random), a shard appears by one rename, and each index line is one
+``O_APPEND`` write, so lines never interleave. Two writers may both compute a clip that both need;
+the later row wins in the index, and both are valid.
 """
 
 from __future__ import annotations
@@ -73,9 +78,9 @@ class ShardStore:
         self._index: dict[str, Row] | None = None
 
     @classmethod
-    def open(cls, partition_dir: Path, kind: str, signature: dict[str, Any]) -> ShardStore:
-        """The group of `kind` under a partition's cache folder (created on first write)."""
-        return cls(Path(partition_dir) / f"{kind}-{signature_hash(signature)}", signature)
+    def open(cls, store_dir: Path, kind: str, signature: dict[str, Any]) -> ShardStore:
+        """The group of `kind` under the cache's store folder (created on first write)."""
+        return cls(Path(store_dir) / f"{kind}-{signature_hash(signature)}", signature)
 
     # ----------------------------------------------------------------- reading
     def index(self) -> dict[str, Row]:
@@ -134,6 +139,33 @@ class ShardStore:
         log = self.root / INDEX
         size = log.stat().st_size if log.is_file() else 0
         return f"{self.root.name}:{size}"
+
+    def index_size(self) -> int:
+        """Bytes in the index file now (0 when absent): a position for `keys_since`."""
+        log = self.root / INDEX
+        return log.stat().st_size if log.is_file() else 0
+
+    def keys_since(self, offset: int) -> tuple[set[str], int] | None:
+        """Keys of the index lines appended after byte `offset`, and the offset after the last
+        complete line read. Torn lines are skipped (their shard is adopted later, with a new
+        line). None when the index is shorter than `offset` (the store was replaced)."""
+        log = self.root / INDEX
+        size = self.index_size()
+        if size < offset:
+            return None
+        if size == offset:
+            return set(), offset
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            tail = fh.read(size - offset)
+        *lines, partial = tail.split(b"\n")  # partial: "" or a line still being written
+        keys: set[str] = set()
+        for line in lines:
+            try:
+                keys.update(json.loads(line)["keys"])
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                continue
+        return keys, offset + len(tail) - len(partial)
 
     # ----------------------------------------------------------------- writing
     def clean_tmp(self) -> int:

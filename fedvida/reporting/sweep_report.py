@@ -115,15 +115,14 @@ def centralised_costs(cfg: Config, plan: Plan) -> dict[str, Any]:
             else:
                 missing += 1
     feat = files = 0
-    for k in range(plan.num_clients):
-        keys = [clip_key(clip_path(plan, c)) for c in plan.clients[k]]
-        for store in open_stores(cfg.extract, k):
-            index = store.index()
-            for shard in sorted({index[key].shard for key in keys if key in index}):
-                for f in (store.root / SHARDS / shard).iterdir():
-                    if f.is_file():
-                        feat += f.stat().st_size
-                        files += 1
+    keys = [clip_key(clip_path(plan, c)) for part in plan.clients for c in part]
+    for store in open_stores(cfg.extract):  # shared by all partitions: each shard counted once
+        index = store.index()
+        for shard in sorted({index[key].shard for key in keys if key in index}):
+            for f in (store.root / SHARDS / shard).iterdir():
+                if f.is_file():
+                    feat += f.stat().st_size
+                    files += 1
     return {"raw_clips": {"bytes": raw, "clips": clips, "missing": missing,
                           "root": str(plan.dataset_root)},
             "features": {"bytes": feat, "files": files, "partitions": plan.num_clients,

@@ -16,7 +16,8 @@ import yaml
 from fedvida.cli import main
 from fedvida.config import Config
 from fedvida.data.partition import Plan
-from fedvida.features.cache import load_features
+from fedvida.features.cache import clip_path, load_features
+from fedvida.features.store import clip_key
 from fedvida.federation.checkpoints import checkpoint_dir, list_checkpoints
 from fedvida.reporting.runlog import RunLog
 from fedvida.reporting.sweep_report import centralised_costs
@@ -36,13 +37,22 @@ def test_centralised_costs_count_the_clips_and_feature_shards_on_disk(
     assert costs["raw_clips"]["clips"] == len(training) == sum(map(len, plan.clients))
     assert costs["raw_clips"]["bytes"] == sum(f.stat().st_size for f in training)
     assert costs["raw_clips"]["missing"] == 0
-    # the clients' shard files (video + audio groups), not the server's test partition
+    # the shard files (video + audio groups of the shared store) holding the clients' clips,
+    # not those holding only the server's test partition
     cache = Path(cfg.extract.cache_dir)
-    shard_files = [f for k in range(plan.num_clients)
-                   for f in cache.glob(f"{k}/*-*/shards/*/*") if f.is_file()]
-    assert costs["features"]["files"] == len(shard_files)
-    assert costs["features"]["bytes"] == sum(f.stat().st_size for f in shard_files)
-    test_bytes = sum(f.stat().st_size for f in cache.glob("test/*-*/shards/*/*"))
+    client_keys = {clip_key(clip_path(plan, c)) for part in plan.clients for c in part}
+
+    def shard_files(clients: bool) -> list[Path]:
+        out = []
+        for d in cache.glob("store/*-*/shards/*"):
+            keys = set(json.loads((d / "meta.json").read_text())["keys"])
+            if bool(keys & client_keys) == clients:
+                out += [f for f in d.iterdir() if f.is_file()]
+        return out
+
+    assert costs["features"]["files"] == len(shard_files(True))
+    assert costs["features"]["bytes"] == sum(f.stat().st_size for f in shard_files(True))
+    test_bytes = sum(f.stat().st_size for f in shard_files(False))
     assert test_bytes > 0
     # at least the float32 RGB + flow features of every client clip are in there
     video = sum(d.rgb.nbytes + d.flow.nbytes

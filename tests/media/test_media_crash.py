@@ -81,7 +81,7 @@ def test_extraction_records_a_crashed_clip_and_keeps_the_rest(
     assert str(crash_set / "t/a/boom.mp4") in crashed[0].detail
     assert "SIGABRT" in crashed[0].detail
     assert all(p.path and p.reason and p.detail for p in problems.problems)
-    vstore, astore = open_stores(cfg.extract, 0)
+    vstore, astore = open_stores(cfg.extract)
     assert len(vstore.index()) == 4 and len(astore.index()) == 4  # all recorded, crash included
     # the crash is in the store: a rerun (even with the hook gone) recomputes nothing
     monkeypatch.delenv(CRASH_ENV)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from media_helpers import tone, write_clip, write_tiny_hf_models, write_wav
 from fedvida.config import Config, load_config
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import FedvidaError, ProblemLog
-from fedvida.features.cache import load_features, open_stores
+from fedvida.features.cache import ensure_pack, load_features, open_stores
 from fedvida.features.extract import Models, extract_partition
 
 pytestmark = pytest.mark.slow
@@ -159,9 +160,11 @@ def test_config_change_invalidates_exactly_its_group(extracted: tuple, models: M
     assert (silence.video_computed, silence.audio_computed) == (0, N_CLIPS)
     clip = Path(plan.dataset_root) / "t/b/stereo44k.mp4"
     st = clip.stat()
+    pack = ensure_pack(cfg.extract, plan, 0)
     os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     touched = extract_partition(cfg, plan, 0, models)
     assert (touched.video_computed, touched.audio_computed, touched.cached) == (1, 1, 10)
+    assert ensure_pack(cfg.extract, plan, 0) != pack  # the edited clip's new rows are packed
 
 
 def test_unextracted_partition_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
@@ -179,7 +182,7 @@ def test_sigkill_mid_run_then_resume_recomputes_nothing(
     doc = cfg.model_dump(mode="json")
     doc["partition"]["plan"] = str(plan_path)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(doc))
-    video_store, audio_store = open_stores(cfg.extract, 0)
+    video_store, audio_store = open_stores(cfg.extract)
     shards = video_store.root / "shards"
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedvida.cli", "extract", "-c", str(tmp_path / "cfg.yaml"),
@@ -191,14 +194,14 @@ def test_sigkill_mid_run_then_resume_recomputes_nothing(
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_v = len(open_stores(cfg.extract, 0)[0].index())
-    done_a = len(open_stores(cfg.extract, 0)[1].index())
+    done_v = len(open_stores(cfg.extract)[0].index())
+    done_a = len(open_stores(cfg.extract)[1].index())
     assert 2 <= done_v < N_CLIPS
     stats = extract_partition(cfg, plan, 0, models)
     assert stats.video_computed == N_CLIPS - done_v
     assert stats.audio_computed == N_CLIPS - done_a
     assert not any(d.name.startswith(".tmp-") for d in shards.iterdir())
-    index = open_stores(cfg.extract, 0)[0].index()
+    index = open_stores(cfg.extract)[0].index()
     assert len(index) == N_CLIPS
     assert sum(1 for _ in shards.iterdir()) == N_CLIPS  # batch_clips=1: no clip written twice
     got, ref = load_features(cfg, plan, 0), load_features(ref_cfg, plan, 0)
@@ -227,3 +230,139 @@ def test_hf_encoders_and_blip_through_the_pipeline(dataset: Path, tmp_path: Path
     assert fs.audio_reason == ["", "no_stream"] and fs.tags[0].max() > 0 and not fs.tags[1].any()
     assert all(isinstance(c, str) for c in fs.captions)
 
+
+
+REPLAN = ["t/a/mono48k.mp4", "t/b/stereo44k.mp4", "t/b/nostream.mp4", "t/a/silent.mp4",
+          "t/b/short.mp4"]
+
+
+def _split(root: Path, groups: list[list[str]], withheld: frozenset[str] = frozenset(),
+           seed: int = 0) -> Plan:
+    clients = [[PlannedClip(p, int("/b/" in p), p in withheld) for p in g] for g in groups]
+    test = [PlannedClip("t/b/sidecar11k.mp4", 1, False)]
+    return Plan(str(root), ["a", "b"], clients, test, [0.0] * len(groups), seed,
+                f"split-{len(groups)}-{seed}")
+
+
+def _per_clip(fs: object) -> dict[str, tuple]:
+    assert hasattr(fs, "relpaths")
+    return {rel: (np.array(fs.rgb[i]), np.array(fs.flow[i]), np.array(fs.audio[i]),
+                  np.array(fs.tags[i]), np.array(fs.rep_steps[i]), fs.captions[i])
+            for i, rel in enumerate(fs.relpaths)}
+
+
+def test_repartitioning_reextracts_nothing(dataset: Path, models: Models, tmp_path: Path) -> None:
+    # Arrange: a 2-client plan extracted into one store; client 0's pack survives client 1
+    cfg = _cfg(tmp_path / "cache")
+    c = REPLAN
+    two = _split(dataset, [c[:3], c[3:]], withheld=frozenset({c[0]}))
+    first = [extract_partition(cfg, two, 0, models)]
+    pack0 = ensure_pack(cfg.extract, two, 0)
+    first += [extract_partition(cfg, two, p, models) for p in (1, "test")]
+    assert [s.computed for s in first] == [3, 2, 1]
+    assert ensure_pack(cfg.extract, two, 0) == pack0  # other clients' shards: pack still valid
+    elsewhere = dataclasses.replace(two, dataset_root=str(tmp_path / "no-dataset-here"))
+    assert load_features(cfg, elsewhere, 0).relpaths == [c[0], c[1], c[2]]
+    ref: dict[str, tuple] = {}
+    for p in (0, 1, "test"):
+        ref.update(_per_clip(load_features(cfg, two, p, withhold=False)))
+    assert set(ref) == {*c, "t/b/sidecar11k.mp4"} - {"t/b/short.mp4"}
+    replans = [
+        _split(dataset, [c[4:], c[1:3], [c[0], c[3]]]),  # 3 clients
+        _split(dataset, [c[::2], c[1::2]], withheld=frozenset(c[:2]), seed=7),  # seed, withheld
+        _split(dataset, [[x] for x in reversed(c)], seed=3),  # one clip per client
+    ]
+    fresh = Models(cfg.extract)
+    for plan in replans:
+        for p in [*range(plan.num_clients), "test"]:
+            # Act
+            stats = extract_partition(cfg, plan, p, fresh)
+            fs = load_features(cfg, plan, p)
+            oracle = _per_clip(load_features(cfg, plan, p, withhold=False))
+            # Assert
+            assert stats.computed == 0 and stats.cached == len(plan.partition(p))
+            withheld = {x.relpath for x in plan.partition(p) if x.withheld}
+            for i, rel in enumerate(fs.relpaths):
+                if rel in withheld and ref[rel][2].any():
+                    assert fs.audio_reason[i] == "withheld" and not fs.audio[i].any()
+                for got, want in zip(oracle[rel], ref[rel], strict=True):
+                    if isinstance(want, str):
+                        assert got == want
+                    else:
+                        np.testing.assert_array_equal(got, want)
+    assert fresh.load_seconds == 0.0  # no encoder was even loaded
+    cache = Path(cfg.extract.cache_dir)
+    groups = sorted(d.name.split("-")[0] for d in (cache / "store").iterdir())
+    assert groups == ["audio", "video"]
+    assert {d.name for d in cache.iterdir()} == {"store", "0", "1", "2", "3", "4", "test"}
+    assert all([x.name for x in d.iterdir()] == ["packs"] for d in cache.iterdir()
+               if d.name != "store")  # partitions hold views only
+
+
+def test_node_extracts_only_its_clients_clips_into_its_own_store(
+    dataset: Path, models: Models, tmp_path: Path
+) -> None:
+    # Arrange: a node's data-dir (plan.json + cache/), as `--node-config data-dir=...` names it
+    from fedvida.federation.settings import localize
+
+    node = tmp_path / "node1"
+    plan = _split(dataset, [REPLAN[:3], REPLAN[3:]])
+    cfg = localize(_cfg(tmp_path / "server-cache"), {"data-dir": str(node), "partition-id": 1})
+    node.mkdir()
+    plan.save(node / "plan.json")
+    # Act
+    stats = extract_partition(cfg, Plan.load(cfg.partition.plan), 1, models)
+    moved = dataclasses.replace(plan, dataset_root=str(tmp_path / "no-dataset-on-this-node"))
+    fs = load_features(cfg, moved, 1)
+    # Assert
+    assert stats.computed == 2 and fs.relpaths == [REPLAN[3]]  # short.mp4 is skipped
+    vstore, astore = open_stores(cfg.extract)
+    assert vstore.root.parent == node / "cache" / "store"
+    assert len(vstore.index()) == len(astore.index()) == 2  # client 1's clips only
+    assert not (tmp_path / "server-cache").exists()
+    with pytest.raises(FedvidaError, match="fedvida extract --client 0"):
+        load_features(cfg, plan, 0)
+
+
+def test_cache_from_before_the_shared_store_is_moved_not_recomputed(
+    extracted: tuple, tmp_path: Path
+) -> None:
+    # Arrange: the old layout, groups under the partition (<cache>/0/video-<hash>/...)
+    ref_cfg, plan, _, _ = extracted
+    cfg = _cfg(tmp_path / "cache")
+    shutil.copytree(Path(ref_cfg.extract.cache_dir) / "store", tmp_path / "cache" / "0")
+    # Act
+    fresh = Models(cfg.extract)
+    stats = extract_partition(cfg, plan, 0, fresh)
+    # Assert
+    assert stats.computed == 0 and stats.cached == N_CLIPS and fresh.load_seconds == 0.0
+    assert [d.name for d in (tmp_path / "cache" / "0").iterdir()] == ["packs"]
+    got, ref = load_features(cfg, plan, 0), load_features(ref_cfg, plan, 0)
+    assert got.relpaths == ref.relpaths and got.captions == ref.captions
+    np.testing.assert_array_equal(got.rgb, ref.rgb)
+    np.testing.assert_array_equal(got.audio, ref.audio)
+
+
+def test_two_processes_extract_two_partitions_into_one_store(
+    dataset: Path, models: Models, tmp_path: Path
+) -> None:
+    # Arrange: two `fedvida extract` processes, one per client, one cache
+    cfg = _cfg(tmp_path / "cache", "extract.workers=0", "extract.batch_clips=1")
+    plan = _split(dataset, [REPLAN[:3], REPLAN[3:]])
+    plan.save(tmp_path / "plan.json")
+    doc = cfg.model_dump(mode="json")
+    doc["partition"]["plan"] = str(tmp_path / "plan.json")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(doc))
+    # Act
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "fedvida.cli", "extract", "-c", str(tmp_path / "cfg.yaml"),
+         "--client", k], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for k in ("0", "1")]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    # Assert: every shard indexed once, whole lines only; nothing left to compute
+    assert [p.returncode for p in procs] == [0, 0], errors
+    for store in open_stores(cfg.extract):
+        lines = (store.root / "index.jsonl").read_text().splitlines()
+        assert len(lines) == len(REPLAN) and len(store.index()) == len(REPLAN)
+    again = [extract_partition(cfg, plan, k, models) for k in (0, 1)]
+    assert [s.computed for s in again] == [0, 0]
+    assert len(load_features(cfg, plan, 0)) == 3 and len(load_features(cfg, plan, 1)) == 1
