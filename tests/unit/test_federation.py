@@ -84,6 +84,12 @@ def test_fedavg_round_is_flowers_weighted_mean_in_partition_order() -> None:
     assert set(out.train.per_client) == {0, 1, 2, 3}
     # metrics with keys only some clients report are averaged over those clients
     assert out.train_metrics["gen_loss"] == pytest.approx(0.5)
+    # the loss is the weighted mean of what the clients reported
+    losses = [float(r.content["metrics"]["train_loss"]) for r in replies]
+    assert out.train_metrics["train_loss"] == pytest.approx(float(np.dot(weights, losses)))
+    # identifiers are not metrics: no averaged partition id, but each client keeps its own
+    assert "partition-id" not in out.train_metrics
+    assert {c["partition-id"] for c in out.train.per_client.values()} == {0, 1, 2, 3}
     assert out.train.traffic.messages_down == 4 and out.train.traffic.messages_up == 4
 
 
