@@ -333,3 +333,25 @@ def test_instruction_config_is_parsed_once_for_every_virtual_client() -> None:
     other = instruction_config(conf, {"partition-id": 0, "data-dir": "/srv/node"})
     assert other is not first and str(other.extract.cache_dir) == "/srv/node/cache"
     assert first.train.method == "gt_audio"
+
+
+def test_reply_polling_backs_off_while_nothing_arrives_and_resets_on_a_reply() -> None:
+    from flwr.superlink.grid import InMemoryGrid
+
+    from fedvida.federation.rounds import PollBackoff, poll_backoff
+
+    backoff = PollBackoff(0.02, 1.0)
+    waits = [backoff.next_wait(False) for _ in range(9)]
+    assert waits == pytest.approx([0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 1.0, 1.0])
+    assert backoff.next_wait(True) == 0.0  # a reply: pull again at once
+    assert backoff.next_wait(False) == pytest.approx(0.02)  # and start over from 20 ms
+    # a 60 s wait with no reply costs ~66 pulls, not 3000 at a steady 20 ms
+    backoff, elapsed, pulls = PollBackoff(), 0.0, 0
+    while elapsed < 60:
+        elapsed, pulls = elapsed + backoff.next_wait(False), pulls + 1
+    assert pulls < 70
+    # the simulation's in-memory grid keeps the steady 20 ms (a pull is a dict lookup); any
+    # other grid (a SuperLink) backs off
+    sim = poll_backoff(InMemoryGrid.__new__(InMemoryGrid))
+    assert [sim.next_wait(False) for _ in range(3)] == pytest.approx([0.02] * 3)
+    assert poll_backoff(LocalGrid({})).most == 1.0  # type: ignore[arg-type]
