@@ -8,6 +8,7 @@ r + 1 after a resume. The strategy's own ``configure_*`` / ``aggregate_*`` do th
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+from fedvida.errors import FedvidaError
 from fedvida.federation.compression import compress_broadcast, decode_replies
 from fedvida.federation.metering import Traffic, message_bytes, object_tree_bytes
 from fedvida.federation.records import sanitize_reason
@@ -46,6 +48,18 @@ class PollBackoff:
         self.current = min(self.most, self.current * 2)
         return wait
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# Set by the simulation launcher when Flower's engine has stopped (it failed, or it returned)
+# while the ServerApp thread may still be waiting for replies that can no longer come: every
+# wait of the server checks it and ends the ServerApp with an error instead of running out
+# each round's deadline (`fedvida.federation.runner.simulate_config`).
+ENGINE_STOPPED = threading.Event()
+
+
+def check_engine() -> None:
+    """Raise when the simulation engine stopped under a waiting server (`ENGINE_STOPPED`)."""
+    if ENGINE_STOPPED.is_set():
+        raise FedvidaError("the simulation engine stopped while the server waited for clients")
 
 
 def error_summary(reason: str) -> str:
@@ -130,6 +144,7 @@ def exchange(
     deadline = start + timeout
     backoff = poll_backoff(grid)
     while pending and time.perf_counter() < deadline:
+        check_engine()
         # each reply is metered (serialized, ~10 ms for a 5 MB model) as it arrives, while
         # other clients still work, not all together after the last one
         got = list(grid.pull_messages(list(pending)))

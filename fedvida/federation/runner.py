@@ -24,6 +24,7 @@ import psutil
 
 from fedvida.config import Config, load_config
 from fedvida.errors import ConfigError, FedvidaError
+from fedvida.federation.rounds import ENGINE_STOPPED
 from fedvida.federation.settings import ENV_CONFIG, ENV_OVERRIDES
 from fedvida.reporting.runlog import RunLog, final_metrics
 
@@ -109,6 +110,32 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     }
 
 
+def check_resources(cfg: Config, gpus: int | None = None) -> None:
+    """Fail before Ray starts when not one client fits in what Ray will have.
+
+    Flower sizes its actor pool as ``int(Ray CPUs / num_cpus_per_client)`` (and likewise for
+    GPUs); an empty pool makes it log ``The ActorPool is empty`` and stop its engine, while the
+    ServerApp waits on. ``gpus``: the GPUs Ray would see (default: ``torch.cuda.device_count()``).
+    """
+    fed = cfg.federation
+    ray_cpus = fed.ray_num_cpus or os.cpu_count() or 1
+    where = ("federation.ray_num_cpus" if fed.ray_num_cpus
+             else "the machine's CPUs (federation.ray_num_cpus unset)")
+    if fed.num_cpus_per_client > ray_cpus:
+        raise ConfigError(
+            f"federation.num_cpus_per_client={fed.num_cpus_per_client:g} is more than Ray will "
+            f"have ({where}={ray_cpus}): no client could start")
+    if fed.num_gpus_per_client > 0:
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        if fed.num_gpus_per_client > gpus:
+            raise ConfigError(
+                f"federation.num_gpus_per_client={fed.num_gpus_per_client:g} is more than the "
+                f"{gpus} GPU(s) Ray will have: no client could start")
+
+
 PICKUP_SECONDS = 0.01  # how soon the simulation engine notices a pushed message
 _ENGINE_VERSION = "1.39.0"  # the flwr release whose simulation engine `_pick_up_messages` mirrors
 
@@ -168,9 +195,12 @@ def simulate_config(
         flwr_logger.setLevel(logging.WARNING)
         if not any(isinstance(f, _ExpectedWarnings) for f in flwr_logger.filters):
             flwr_logger.addFilter(_ExpectedWarnings())
+    check_resources(cfg)
     fast_message_pickup()
     watch = ChildWatch()
     watch.start()
+    before = set(threading.enumerate())
+    ENGINE_STOPPED.clear()
     try:
         run_simulation(
             server_app=load_component(SERVER_APP),
@@ -180,7 +210,20 @@ def simulate_config(
             backend_config=backend_config(cfg),
             verbose_logging=verbose,
         )
+    except FedvidaError:
+        raise  # the ServerApp's own one-line error (Flower re-raises it)
+    except Exception as exc:  # the engine failed: Flower logged the details
+        raise FedvidaError(f"the simulation failed: {_first_line(exc)}") from exc
     finally:
+        # Flower's engine may have stopped (failed) while the ServerApp thread still waits for
+        # replies: the flag ends its waits, then the thread is given time to finish
+        ENGINE_STOPPED.set()
+        stuck = _join_new_threads(before, timeout=30.0)
+        ENGINE_STOPPED.clear()
+        if stuck:
+            logging.getLogger("fedvida.runner").warning(
+                "%d thread(s) of the simulation still running: %s", len(stuck),
+                ", ".join(t.name for t in stuck))
         shutdown_ray()
         watch.stop_and_reap()
         for name, value in saved.items():  # leave no run's settings to a later one
@@ -188,6 +231,29 @@ def simulate_config(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _first_line(exc: BaseException) -> str:
+    """``RuntimeError: ...`` of ``exc``, and of its cause when Flower wrapped one."""
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    if exc.__cause__ is not None:
+        text += f" ({_first_line(exc.__cause__)})"
+    return text
+
+
+def _join_new_threads(before: set[threading.Thread], timeout: float) -> list[threading.Thread]:
+    """Wait (up to ``timeout`` s in all) for non-daemon threads started since ``before``
+    (the ServerApp thread), not for thread-pool workers (they idle until interpreter exit)."""
+    deadline = time.monotonic() + timeout
+    left = []
+    for thread in threading.enumerate():
+        if thread in before or thread.daemon or thread is threading.current_thread() \
+                or thread.name.startswith("ThreadPoolExecutor"):
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            left.append(thread)
+    return left
 
 
 def shutdown_ray() -> None:
@@ -337,6 +403,8 @@ def run_federated(
     """
     from fedvida.data.partition import Plan
 
+    if resume is None:
+        check_resources(cfg)  # before a run folder is made for a run that cannot start
     run_cfg, folder = prepare_run(cfg, methods, name, resume)
     plan = Plan.load(Path(run_cfg.partition.plan))
     where = f"name={run_cfg.name};train.runs_dir={run_cfg.train.runs_dir}"

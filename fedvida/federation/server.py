@@ -26,7 +26,7 @@ from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint, sa
 from fedvida.federation.compression import describe, instruction_keys
 from fedvida.federation.metering import Traffic
 from fedvida.federation.privacy import privatize
-from fedvida.federation.rounds import RoundOutcome, exchange, run_round
+from fedvida.federation.rounds import RoundOutcome, check_engine, exchange, run_round
 from fedvida.federation.secagg import secure_exchange
 from fedvida.federation.settings import run_dir
 from fedvida.federation.strategy import make_strategy
@@ -48,6 +48,7 @@ def discover(grid: Grid, expected: int, timeout: float, minimum: int = 1,
     start = time.monotonic()
     count, changed = -1, start
     while time.monotonic() - start < timeout:
+        check_engine()
         now = len(list(grid.get_node_ids()))
         if now != count:
             count, changed = now, time.monotonic()

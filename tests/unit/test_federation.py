@@ -355,3 +355,68 @@ def test_reply_polling_backs_off_while_nothing_arrives_and_resets_on_a_reply() -
     sim = poll_backoff(InMemoryGrid.__new__(InMemoryGrid))
     assert [sim.next_wait(False) for _ in range(3)] == pytest.approx([0.02] * 3)
     assert poll_backoff(LocalGrid({})).most == 1.0  # type: ignore[arg-type]
+
+
+def test_resources_no_client_fits_in_are_a_one_line_config_error() -> None:
+    from fedvida.federation.runner import check_resources
+
+    cfg = _cfg(num_cpus_per_client=4.0, ray_num_cpus=2)
+    with pytest.raises(ConfigError) as err:
+        check_resources(cfg)
+    text = str(err.value)
+    assert "\n" not in text
+    assert "federation.num_cpus_per_client=4" in text and "federation.ray_num_cpus=2" in text
+    check_resources(_cfg(num_cpus_per_client=2.0, ray_num_cpus=2))  # fits: no error
+    with pytest.raises(ConfigError, match=r"num_gpus_per_client=0\.5 .* 0 GPU"):
+        check_resources(_cfg(num_gpus_per_client=0.5), gpus=0)
+    check_resources(_cfg(num_gpus_per_client=0.5), gpus=1)
+
+
+def test_an_engine_failure_ends_a_waiting_server_and_the_command_fails(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Flower's engine fails (e.g. an empty actor pool) after the ServerApp thread started: the
+    # thread waits for replies that never come. The launcher must end it and fail at once,
+    # not after every round's client_timeout_s
+    import threading
+
+    import flwr.simulation
+
+    from fedvida.errors import FedvidaError
+    from fedvida.federation import runner
+    from fedvida.federation.rounds import exchange
+
+    class SilentGrid(LocalGrid):
+        def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
+            return []
+
+    server_done = threading.Event()
+    server_error: list[BaseException] = []
+
+    def fake_run_simulation(**kwargs: object) -> None:
+        def server() -> None:
+            grid = SilentGrid({0: stand_in_client()})
+            msg = Message(RecordDict(), dst_node_id=grid.node_ids[0], message_type="train")
+            try:
+                exchange(grid, [msg], {}, timeout=600.0)
+            except BaseException as exc:  # noqa: BLE001
+                server_error.append(exc)
+            finally:
+                server_done.set()
+
+        threading.Thread(target=server, name="fake-serverapp").start()
+        time.sleep(0.3)
+        raise RuntimeError("An error was encountered. Ending simulation.") from ValueError(
+            "ActorPool is empty. Stopping Simulation.")
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", fake_run_simulation)
+    cfg = _cfg(ray_num_cpus=1)
+    t0 = time.monotonic()
+    with pytest.raises(FedvidaError, match="simulation failed: RuntimeError.*ActorPool is empty"):
+        runner.simulate_config(Path("unused.yaml"), 1, cfg)
+    assert time.monotonic() - t0 < 20
+    assert server_done.is_set()
+    assert isinstance(server_error[0], FedvidaError)
+    from fedvida.federation.rounds import ENGINE_STOPPED
+
+    assert not ENGINE_STOPPED.is_set()  # a later run in this process is not affected
