@@ -72,6 +72,23 @@ def discover(grid: Grid, expected: int, timeout: float, minimum: int = 1,
     return mapping
 
 
+def coverage_warning(nodes: dict[int, int], planned: int) -> str | None:
+    """The warning for a federation whose nodes hold fewer partitions than the plan has.
+
+    Partitions without a node never train: the run is a smaller experiment than the plan
+    describes (e.g. ``flwr run .`` on Flower's default local federation starts 2 SuperNodes
+    for a 10-client plan). ``None`` when every partition has a node.
+    """
+    held = sorted(set(nodes.values()))
+    if len(held) >= planned:
+        return None
+    missing = [p for p in range(planned) if p not in held]
+    shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
+    return (f"only {len(held)} of the plan's {planned} clients have a node: partitions "
+            f"{shown} will not train (start {planned} SuperNodes, e.g. flwr run's "
+            f"num-supernodes={planned}, or partition the data for {len(held)} clients)")
+
+
 def dictionary_digest(cfg: Config) -> str:
     """Digest of the dictionary artifact the clients must hold (``""`` when there is none)."""
     path = Path(cfg.dictionary.out)
@@ -140,8 +157,15 @@ def serve(grid: Grid, cfg: Config, on_round: RoundHook | None = None) -> dict[st
     nodes = discover(grid, num_clients, cfg.federation.client_timeout_s,
                      minimum=min(cfg.federation.min_train_clients, num_clients))
     if len(nodes) < min(cfg.federation.min_train_clients, num_clients):
-        raise FedvidaError(f"only {len(nodes)} node(s) identified; federation.min_train_clients "
-                           f"is {cfg.federation.min_train_clients}")
+        raise FedvidaError(f"only {len(nodes)} node(s) identified of the plan's {num_clients} "
+                           f"clients; federation.min_train_clients is "
+                           f"{cfg.federation.min_train_clients}")
+    warning = coverage_warning(nodes, num_clients)
+    if warning is not None:
+        from fedvida.reporting.console import console
+
+        _log.warning(warning)
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     log = RunLog(folder)
     results: dict[str, dict[str, Any]] = {}
     for method in cfg.federation.method_list(cfg.train.method):
@@ -178,6 +202,7 @@ def run_method(
             R.CFG_YAML: cfg.to_yaml(), **instruction_keys(cfg.communication)}
     communication = describe(cfg.communication, fed.shared_prefixes)
     minimum = min(fed.min_train_clients, len(nodes))
+    nodes_entry = {"connected": len(nodes), "planned": evaluator.plan.num_clients}
 
     def finish(rnd: int, outcome: RoundOutcome, current: dict[str, np.ndarray],
                state: dict[str, np.ndarray], t0: float, privacy: dict[str, Any] | None) -> None:
@@ -189,6 +214,7 @@ def run_method(
         save_checkpoint(folder, rnd, method, fed.strategy, current, state, fed.keep_checkpoints)
         line = round_line(method, rnd, outcome, server, time.perf_counter() - t0, eval_seconds)
         line["communication"] = communication  # codecs and shared model parts of the bytes
+        line["nodes"] = nodes_entry  # a run with fewer nodes than the plan says so per line
         if privacy is not None:
             line["privacy"] = privacy
         line["finished_at"] = time.time()

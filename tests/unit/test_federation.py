@@ -144,8 +144,8 @@ def test_reply_with_foreign_arrays_is_rejected_not_aggregated() -> None:
 def test_resume_from_checkpoint_gives_identical_results(tmp_path: Path, strategy: str) -> None:
     cfg = _cfg(strategy=strategy, fraction_train=0.5)
     init = _initial()
-    full, _, _ = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=1),
-                      range(1, 4), init)
+    full, _, full_outs = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=1),
+                              range(1, 4), init)
     # interrupted after round 2: checkpoint, then a new process with new node ids continues
     part, strat, _ = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=2),
                           range(1, 3), init)
@@ -154,10 +154,15 @@ def test_resume_from_checkpoint_gives_identical_results(tmp_path: Path, strategy
     assert ckpt is not None and ckpt.server_round == 2
     if strategy == "fedadam":
         assert any(k.startswith("v_t/") for k in ckpt.strategy_state)
-    resumed, _, _ = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=3),
-                         range(3, 4), ckpt.model, ckpt.strategy_state)
+    resumed, _, outs = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=3),
+                            range(3, 4), ckpt.model, ckpt.strategy_state)
     for key in full:
         np.testing.assert_array_equal(resumed[key], full[key])
+    # the resumed round is round 3's: its clients and their metrics, not round 1's again
+    (out,) = outs
+    assert out.train.per_client == full_outs[2].train.per_client
+    assert out.train.per_client != full_outs[0].train.per_client
+    assert out.train_metrics == full_outs[2].train_metrics
 
 
 def test_checkpoints_keep_the_last_k_and_skip_a_damaged_newest(tmp_path: Path) -> None:
@@ -420,3 +425,20 @@ def test_an_engine_failure_ends_a_waiting_server_and_the_command_fails(
     from fedvida.federation.rounds import ENGINE_STOPPED
 
     assert not ENGINE_STOPPED.is_set()  # a later run in this process is not affected
+
+
+def test_fewer_nodes_than_the_plan_is_said_with_both_numbers() -> None:
+    # `flwr run .` on Flower's default local federation starts 2 SuperNodes; a 10-client plan
+    # then trains 2 partitions only: discovery finds 2, and the warning names 2, 10 and the
+    # partitions that will not train
+    from fedvida.federation.client import identify
+    from fedvida.federation.server import coverage_warning, discover
+
+    grid = LocalGrid({0: identify, 1: identify})
+    nodes = discover(grid, expected=10, timeout=5.0, minimum=2, settle=0.0)  # type: ignore[arg-type]
+    assert sorted(nodes.values()) == [0, 1]
+    text = coverage_warning(nodes, 10)
+    assert text is not None and "only 2 of the plan's 10 clients" in text
+    assert "partitions 2, 3, 4, 5, 6, 7, 8, 9 will not train" in text
+    assert "num-supernodes=10" in text
+    assert coverage_warning({11: 0, 12: 1}, 2) is None
