@@ -177,6 +177,47 @@ def fast_message_pickup() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def replace_dead_actors() -> Any:
+    """Patch Flower 1.39's Ray actor pool so that a dead actor is replaced, not reused.
+
+    ``BasicActorPool.fetch_result_and_return_actor_to_pool`` (``flwr.simulation.ray_transport
+    .ray_actor``) gets a result with ``ray.get``; when the actor died (OOM kill, segfault)
+    ``ray.get`` raises ``ActorDiedError`` and ``RayBackend.process_message`` puts the *dead*
+    actor back into the pool (``add_actor_back_to_pool``): every later message given to it
+    fails, and with it every later round. Here the dead actor's entry is swapped for a fresh
+    actor (``create_actor_fn``, the pool's own factory, same resources) before the error
+    propagates, so Flower returns the fresh one: only the message that was on the dead actor
+    fails (the round goes on with the other clients). Everything else is Flower's.
+
+    The one patch of a Flower internal in fedvida's simulation path; restored on exit
+    (``test_dead_actor_patch_targets_flowers_private_names`` checks the names still exist).
+    """
+    import ray
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    original = BasicActorPool.fetch_result_and_return_actor_to_pool
+
+    def fetch(self: Any, future: Any) -> Any:
+        try:
+            return original(self, future)
+        except ray.exceptions.ActorDiedError:
+            dead = self._future_to_actor.get(future)
+            if dead is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(dead)
+                self._future_to_actor[future] = self.create_actor_fn()
+                logging.getLogger("fedvida.runner").warning(
+                    "a Ray client actor died; replaced by a fresh one (its message failed)")
+            raise
+
+    BasicActorPool.fetch_result_and_return_actor_to_pool = fetch  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        BasicActorPool.fetch_result_and_return_actor_to_pool = original  # type: ignore[method-assign]
+
+
 def simulate_config(
     config_path: Path, num_clients: int, cfg: Config, overrides: str = "", verbose: bool = False
 ) -> None:
@@ -202,14 +243,15 @@ def simulate_config(
     before = set(threading.enumerate())
     ENGINE_STOPPED.clear()
     try:
-        run_simulation(
-            server_app=load_component(SERVER_APP),
-            client_app=load_component(CLIENT_APP),
-            num_supernodes=num_clients,
-            backend_name="ray",
-            backend_config=backend_config(cfg),
-            verbose_logging=verbose,
-        )
+        with replace_dead_actors():
+            run_simulation(
+                server_app=load_component(SERVER_APP),
+                client_app=load_component(CLIENT_APP),
+                num_supernodes=num_clients,
+                backend_name="ray",
+                backend_config=backend_config(cfg),
+                verbose_logging=verbose,
+            )
     except FedvidaError:
         raise  # the ServerApp's own one-line error (Flower re-raises it)
     except Exception as exc:  # the engine failed: Flower logged the details
@@ -416,4 +458,32 @@ def run_federated(
     if missing:
         raise FedvidaError(f"federation ended early for {missing}; see {folder} (resume with "
                            f"--resume {folder})")
+    skipped = unaggregated_rounds(log, wanted)
+    if skipped:
+        raise FedvidaError(f"rounds not aggregated ({describe_unaggregated(skipped)}): too few "
+                           f"clients succeeded, the global model was kept; failures in "
+                           f"{folder / 'metrics.jsonl'}")
     return results
+
+
+def unaggregated_rounds(log: RunLog, methods: list[str]) -> dict[str, list[int]]:
+    """``{method: [rounds that kept the previous global model]}`` (methods with none left out)."""
+    out = {m: [int(ln["round"]) for ln in log.rounds(m) if not ln.get("aggregated", True)]
+           for m in methods}
+    return {m: r for m, r in out.items() if r}
+
+
+def describe_unaggregated(skipped: dict[str, list[int]]) -> str:
+    """``"gt_audio: 2-5 of its rounds"``-style text for `unaggregated_rounds`."""
+    parts = []
+    for method, rounds in skipped.items():
+        spans, first, prev = [], rounds[0], rounds[0]
+        for r in [*rounds[1:], None]:
+            if r is not None and r == prev + 1:
+                prev = r
+                continue
+            spans.append(str(first) if first == prev else f"{first}-{prev}")
+            if r is not None:
+                first = prev = r
+        parts.append(f"{method} round{'s' if len(rounds) > 1 else ''} {', '.join(spans)}")
+    return "; ".join(parts)

@@ -18,6 +18,7 @@ from fedvida.federation.runner import (
     backend_config,
     flower_environment,
     load_component,
+    replace_dead_actors,
 )
 
 
@@ -63,10 +64,11 @@ def simulate_server(
     watch = ChildWatch()
     watch.start()
     try:
-        run_simulation(server_app=server_app,
-                       client_app=client_app or load_component(CLIENT_APP),
-                       num_supernodes=num_supernodes,
-                       backend_config=backend_config(cfg))  # type: ignore[arg-type]
+        with replace_dead_actors():  # as `runner.simulate_config` runs the product's simulation
+            run_simulation(server_app=server_app,
+                           client_app=client_app or load_component(CLIENT_APP),
+                           num_supernodes=num_supernodes,
+                           backend_config=backend_config(cfg))  # type: ignore[arg-type]
     finally:
         ended = watch.stop_and_reap()
     return ended, watch

@@ -442,3 +442,34 @@ def test_fewer_nodes_than_the_plan_is_said_with_both_numbers() -> None:
     assert "partitions 2, 3, 4, 5, 6, 7, 8, 9 will not train" in text
     assert "num-supernodes=10" in text
     assert coverage_warning({11: 0, 12: 1}, 2) is None
+
+
+def test_dead_actor_patch_targets_flowers_private_names() -> None:
+    # `runner.replace_dead_actors` patches one Flower internal and relies on two private
+    # attributes of its pool: a Flower upgrade that renames them must fail here, not silently
+    import inspect
+
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    from fedvida.federation.runner import replace_dead_actors
+
+    original = BasicActorPool.fetch_result_and_return_actor_to_pool
+    source = inspect.getsource(BasicActorPool)
+    assert "self._future_to_actor" in source and "self.create_actor_fn" in source
+    assert "add_actor_back_to_pool" in source
+    with replace_dead_actors():
+        assert BasicActorPool.fetch_result_and_return_actor_to_pool is not original
+    assert BasicActorPool.fetch_result_and_return_actor_to_pool is original  # restored
+
+
+def test_unaggregated_rounds_are_named_for_the_summary(tmp_path: Path) -> None:
+    from fedvida.federation.runner import describe_unaggregated, unaggregated_rounds
+
+    log = RunLog(tmp_path)
+    for rnd in range(1, 6):
+        log.append({"method": "gt_audio", "round": rnd, "aggregated": rnd == 1})
+        log.append({"method": "video_only", "round": rnd, "aggregated": True})
+    skipped = unaggregated_rounds(log, ["gt_audio", "video_only"])
+    assert skipped == {"gt_audio": [2, 3, 4, 5]}
+    assert describe_unaggregated(skipped) == "gt_audio rounds 2-5"
+    assert describe_unaggregated({"a": [1, 3, 4, 7]}) == "a rounds 1, 3-4, 7"
