@@ -165,7 +165,7 @@ def serve(grid: Grid, cfg: Config, on_round: RoundHook | None = None) -> dict[st
         from fedvida.reporting.console import console
 
         _log.warning(warning)
-        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
     log = RunLog(folder)
     results: dict[str, dict[str, Any]] = {}
     for method in cfg.federation.method_list(cfg.train.method):
@@ -196,6 +196,7 @@ def run_method(
     if ckpt is not None:
         arrays, start = ckpt.model, ckpt.server_round + 1
         strategy.load_state_arrays(ckpt.strategy_state)
+        say(resume_message(method, ckpt.server_round, fed.rounds, log.run_dir))
     log.truncate(method, start - 1)
     record = R.numpy_to_arrays(arrays)
     base = {R.CFG_METHOD: method, R.CFG_EPOCHS: fed.local_epochs, R.CFG_DIGEST: digest,
@@ -242,6 +243,21 @@ def run_method(
             pending = pool.submit(finish, rnd, outcome, current, state, t0, privacy)
         if pending is not None:
             pending.result()
+
+
+def resume_message(method: str, done: int, rounds: int, folder: Path) -> str:
+    """What a run that found a checkpoint of ``method`` (round ``done``) says before its rounds."""
+    if done >= rounds:
+        return f"{method}: all {rounds} rounds done in {folder}, nothing to run"
+    return f"{method}: resuming {folder} after round {done}, rounds {done + 1}-{rounds} of {rounds}"
+
+
+def say(text: str) -> None:
+    """A line for the person running the federation (the terminal, or flwr run's stream)."""
+    from fedvida.reporting.console import console
+
+    _log.info(text)
+    console.print(text, markup=False, soft_wrap=True)
 
 
 def round_line(method: str, rnd: int, out: RoundOutcome, server: dict[str, float],
