@@ -215,11 +215,14 @@ def test_adaptive_clipping_tracks_the_quantile_and_is_checkpointed(mode: str) ->
         _, strategy = _rounds(cfg, LocalGrid({p: _dp_client() for p in range(4)}), rounds)
         return strategy.privacy_report()["clipping_norm"], strategy  # type: ignore[attr-defined]
 
-    # Act / Assert: from far above it shrinks, from far below it grows (Andrew et al.)
+    # Act / Assert: from far above it shrinks, from far below it grows (Andrew et al.), by
+    # exp(-+lr (1 - q)) = exp(-+0.25) per round up to the noise of the clipped count (seeds 1-5
+    # gave 0.87-1.42 times the noiseless value). A norm that did not move would be 2.1x / 0.47x
+    # off, the reversed rule of Flower 1.39 worse.
     high, strategy = final_norm(100.0, 3)
     low, _ = final_norm(1e-4, 3)
-    assert high < 100.0 * math.exp(-0.5 * 0.5 * 3) * 2.5
-    assert low > 1e-4
+    assert 0.6 < high / (100.0 * math.exp(-0.25 * 3)) < 1.7
+    assert 0.6 < low / (1e-4 * math.exp(0.25 * 3)) < 1.7
     # Assert: the norm is part of the checkpointed state
     cfg = _dp_cfg(mode=mode, noise_multiplier=0.1, clipping_norm=100.0, clipped_count_stddev=1.0)
     grid = LocalGrid({p: _dp_client() for p in range(4)})
