@@ -8,7 +8,9 @@ after a resume, fault tolerance, the privacy boundary, and that no Ray process s
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +35,28 @@ from fedvida.reporting.runlog import RunLog
 pytestmark = pytest.mark.slow
 
 
+def _of_this_environment(proc: psutil.Process, text: str) -> bool:
+    """Started from this project's environment: its command line names it, or it inherited the
+    PATH the simulation sets (this interpreter's bin first). Other checkouts' Ray processes on
+    a shared machine are not this run's leftovers."""
+    bindir = str(Path(sys.executable).parent)
+    if str(Path(sys.prefix)) in text:
+        return True
+    try:
+        return proc.environ().get("PATH", "").split(os.pathsep)[0] == bindir
+    except psutil.Error:
+        return False
+
+
 def ray_leftovers() -> list[str]:
-    """Command lines of Ray processes still running on this machine."""
+    """Command lines of this environment's Ray processes still running on this machine."""
     found = []
     for proc in psutil.process_iter(["name", "cmdline", "status"]):
         if proc.info["status"] == psutil.STATUS_ZOMBIE:  # exited, awaiting its parent
             continue
         text = " ".join([proc.info["name"] or "", *(proc.info["cmdline"] or [])])
-        if "ray::" in text or "raylet" in text or "gcs_server" in text:
+        if ("ray::" in text or "raylet" in text or "gcs_server" in text) \
+                and _of_this_environment(proc, text):
             found.append(text[:120])
     return found
 
