@@ -473,3 +473,28 @@ def test_unaggregated_rounds_are_named_for_the_summary(tmp_path: Path) -> None:
     assert skipped == {"gt_audio": [2, 3, 4, 5]}
     assert describe_unaggregated(skipped) == "gt_audio rounds 2-5"
     assert describe_unaggregated({"a": [1, 3, 4, 7]}) == "a rounds 1, 3-4, 7"
+
+
+def test_a_run_whose_rounds_were_not_aggregated_fails_with_their_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dead client worker (or any fault) can leave every later round unaggregated: the run
+    # then ends with the round-1 model; the command must not report it as a success
+    from fedvida.data.partition import Plan
+    from fedvida.errors import FedvidaError
+    from fedvida.federation import runner
+
+    cfg = _cfg(rounds=3)
+    cfg.train.runs_dir = tmp_path
+
+    def fake_simulation(config_path: Path, num_clients: int, run_cfg: Config, *a: object,
+                        **k: object) -> None:
+        log = RunLog(config_path.parent)
+        for rnd in (1, 2, 3):
+            log.append({"method": "video_only", "round": rnd, "aggregated": rnd == 1,
+                        "server": {"top1": 0.5}})
+
+    monkeypatch.setattr(runner, "simulate_config", fake_simulation)
+    monkeypatch.setattr(Plan, "load", staticmethod(lambda path: type("P", (), {"num_clients": 4})))
+    with pytest.raises(FedvidaError, match=r"rounds not aggregated \(video_only rounds 2-3\)"):
+        runner.run_federated(cfg, ["video_only"], "faulty")
