@@ -20,7 +20,7 @@ import pytest
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
-from sim_helpers import RecordingGrid, simulate_server
+from sim_helpers import RecordingGrid, assert_resumed_log, simulate_server
 
 from fedvida.config import Config
 from fedvida.data.partition import Plan
@@ -114,26 +114,11 @@ def test_simulation_writes_a_run_folder_and_resumes_identically(
     # every line, not only the last: the resumed log has each (method, round) once, in order,
     # round 1 kept and round 2 rerun with the same clients, losses, bytes and accuracy (a resume
     # that replayed round 1, or ran a round twice, differs here)
-    relog = RunLog(resumed).read()
-    assert [(ln["method"], ln["round"]) for ln in relog] == [
-        (ln["method"], ln["round"]) for ln in lines]
-    longer = len("resumed") - len("full")  # the run name is in the config each message carries
-    for got, want in zip(relog, lines, strict=True):
-        got, want = _stable(got), _stable(want)
-        if got["method"] == "gt_audio" and got["round"] == 2:  # rerun by the resumed process
-            for key in ("bytes_down", "bytes_down_train"):
-                assert got.pop(key) - want.pop(key) == want["sampled"] * longer
-        assert got == want
+    assert_resumed_log(RunLog(resumed).read(), lines, ("gt_audio", 2),
+                       len("resumed") - len("full"))
     assert again["gt_audio"]["rounds"] == 2
     assert ray_leftovers() == []
 
-
-def _stable(line: Any) -> Any:
-    """A metrics line without what varies run to run (wall times)."""
-    if isinstance(line, dict):
-        return {k: _stable(v) for k, v in line.items()
-                if "seconds" not in k and k != "finished_at"}
-    return line
 
 
 # --- faults and the privacy boundary: the product handlers behind a test ClientApp -------------
