@@ -128,7 +128,9 @@ def call_forwarding(cmd: list[str]) -> int:
     # handlers first: a signal that arrives while the child starts is passed on, not lost
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        procs.append(subprocess.Popen(cmd, env=os.environ.copy()))
+        # its own process group: a Ctrl-C in the terminal reaches this process only, and is
+        # passed on once (not twice, which would cut the child's own shutdown short)
+        procs.append(subprocess.Popen(cmd, env=os.environ.copy(), process_group=0))
         for signum in received:  # arrived before the child existed
             procs[0].send_signal(signum)
         code = procs[0].wait()

@@ -77,8 +77,9 @@ def test_sigterm_to_deploy_supernode_stops_the_supernode_and_its_superexec(
             wrapper.kill()
 
 
-def test_a_waiting_wrapper_passes_sigterm_to_its_child(tmp_path: Path) -> None:
-    # `deploy run` / `deploy register` wait for flwr: a SIGTERM to them must reach it
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_waiting_wrapper_passes_signals_to_its_child(tmp_path: Path, sig: int) -> None:
+    # `deploy run` / `deploy register` wait for flwr: a SIGTERM / SIGINT to them must reach it
     token = f"fedvida-forward-{os.getpid()}-{time.time_ns()}"
     # the token reaches the child's command line only (reversed in the wrapper's own)
     script = ("import sys; from fedvida.commands.deploy import call_forwarding; "
@@ -88,9 +89,9 @@ def test_a_waiting_wrapper_passes_sigterm_to_its_child(tmp_path: Path) -> None:
                                start_new_session=True)
     try:
         assert _until(lambda: _with(token), 30)
-        os.kill(wrapper.pid, signal.SIGTERM)
-        # the wrapper outlives the signal and reports how its child ended (128 + 15)
-        assert wrapper.wait(timeout=30) == 128 + signal.SIGTERM
+        os.kill(wrapper.pid, sig)
+        # the wrapper outlives the signal and reports how its child ended (128 + N)
+        assert wrapper.wait(timeout=30) == 128 + sig
         assert _until(lambda: not _with(token), 10)
     finally:
         for proc in _with(token):
