@@ -242,6 +242,8 @@ def simulate_config(
     watch.start()
     before = set(threading.enumerate())
     ENGINE_STOPPED.clear()
+    waiting: list[threading.Thread] = []
+    returned = False
     try:
         with replace_dead_actors():
             run_simulation(
@@ -252,13 +254,17 @@ def simulate_config(
                 backend_config=backend_config(cfg),
                 verbose_logging=verbose,
             )
+        returned = True
     except FedvidaError:
         raise  # the ServerApp's own one-line error (Flower re-raises it)
     except Exception as exc:  # the engine failed: Flower logged the details
         raise FedvidaError(f"the simulation failed: {_first_line(exc)}") from exc
     finally:
         # Flower's engine may have stopped (failed) while the ServerApp thread still waits for
-        # replies: the flag ends its waits, then the thread is given time to finish
+        # replies: the flag ends its waits, then the thread is given time to finish. A ServerApp
+        # that finished exits right after telling the engine to stop: one still running 5 s
+        # after the engine returned was waiting on a dead engine
+        waiting = _join_new_threads(before, timeout=5.0) if returned else []
         ENGINE_STOPPED.set()
         stuck = _join_new_threads(before, timeout=30.0)
         ENGINE_STOPPED.clear()
@@ -273,6 +279,9 @@ def simulate_config(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    if waiting:  # the engine returned without an error while the ServerApp still waited
+        raise FedvidaError("the simulation engine stopped while the server still waited for "
+                           "clients (see the log above)")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ milliseconds. The real pipeline runs in tests/integration/test_simulation.py.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -498,3 +499,34 @@ def test_a_run_whose_rounds_were_not_aggregated_fails_with_their_numbers(
     monkeypatch.setattr(Plan, "load", staticmethod(lambda path: type("P", (), {"num_clients": 4})))
     with pytest.raises(FedvidaError, match=r"rounds not aggregated \(video_only rounds 2-3\)"):
         runner.run_federated(cfg, ["video_only"], "faulty")
+
+
+def test_an_engine_that_returns_under_a_waiting_server_fails_the_command(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the engine returns without raising (e.g. it stopped its workers) while the ServerApp
+    # thread still waits: the command must fail, not return as if the run had finished
+    import threading
+
+    import flwr.simulation
+
+    from fedvida.errors import FedvidaError
+    from fedvida.federation import runner
+    from fedvida.federation.rounds import ENGINE_STOPPED, check_engine
+
+    def fake_run_simulation(**kwargs: object) -> None:
+        def server() -> None:
+            with contextlib.suppress(FedvidaError):
+                while True:
+                    check_engine()
+                    time.sleep(0.05)
+
+        threading.Thread(target=server, name="fake-serverapp").start()
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", fake_run_simulation)
+    with pytest.raises(FedvidaError, match="engine stopped while the server still waited"):
+        runner.simulate_config(Path("unused.yaml"), 1, _cfg(ray_num_cpus=1))
+    assert not ENGINE_STOPPED.is_set()
+    # a ServerApp that finished before the engine returned is a normal end
+    monkeypatch.setattr(flwr.simulation, "run_simulation", lambda **kwargs: None)
+    runner.simulate_config(Path("unused.yaml"), 1, _cfg(ray_num_cpus=1))
