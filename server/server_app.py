@@ -25,3 +25,8 @@ def main(grid: Grid, context: Context) -> None:
 
     cfg = server_config(context.run_config)
     serve(grid, cfg, on_round=RoundPrinter())
+    if context.run_config.get("config-path"):  # deployment: say where (`fedvida simulate` does)
+        from fedvida.federation.server import say
+        from fedvida.federation.settings import run_dir
+
+        say(f"run folder: {run_dir(cfg).resolve()} (report.md, metrics.jsonl, checkpoints/)")

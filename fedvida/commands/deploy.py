@@ -4,13 +4,18 @@ Secure by default (TLS + SuperNode authentication); ``--insecure`` turns both of
 ``tap`` relays a loopback port to the Fleet API and prints the bytes on the wire each way.
 Each ``superlink`` / ``supernode`` / ``run`` action runs the Flower command in the foreground
 (``--print`` only prints it), with the project-local ``FLWR_HOME`` and no run-time installs.
+``superlink`` and ``supernode`` *become* the Flower process (``os.execvpe``: same pid, so a
+SIGTERM reaches Flower, which stops its own children); ``register`` and ``run`` wait for it and
+pass SIGTERM / SIGINT / SIGHUP on. Only ``run`` reads a fedvida config (``--config`` / ``--set``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,12 @@ def register(sub: Any) -> None:
     run = dsub.add_parser("run", help="`flwr run` this app on the SuperLink")
     add_config_args(run)
     run.add_argument("--connection", default="fedvida")
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--name", default=None,
+                       help="run folder name under train.runs_dir on the server "
+                       "(default: the config's name + a UTC timestamp, a new folder each run)")
+    which.add_argument("--resume", default=None, metavar="NAME",
+                       help="continue the run folder NAME on the server from its checkpoints")
     run.set_defaults(handler=_run)
     tap = dsub.add_parser("tap", help="loopback relay to the Fleet API counting bytes each way")
     tap.add_argument("--listen", default="127.0.0.1:9093", help="loopback HOST:PORT to listen on")
@@ -76,7 +87,16 @@ def _security(p: argparse.ArgumentParser) -> None:
                    help="no TLS and no node authentication (explicit opt-out)")
 
 
-def _exec(cmd: list[str], print_only: bool) -> int:
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _exec(cmd: list[str], print_only: bool, replace: bool = False) -> int:
+    """Print ``cmd``; unless ``print_only``, run it with the Flower environment.
+
+    ``replace``: this process becomes the command (``os.execvpe``), so that signals sent to it
+    reach Flower directly. Otherwise the command runs as a child that gets every SIGTERM /
+    SIGINT / SIGHUP this process receives (no orphan is left behind).
+    """
     from fedvida.federation.deploy import shell
     from fedvida.federation.runner import flower_environment
     from fedvida.reporting.console import console
@@ -85,7 +105,39 @@ def _exec(cmd: list[str], print_only: bool) -> int:
     if print_only:
         return 0
     flower_environment()
-    return subprocess.call(cmd, env=os.environ.copy())
+    if replace:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execvpe(cmd[0], cmd, os.environ.copy())
+    return call_forwarding(cmd)
+
+
+def call_forwarding(cmd: list[str]) -> int:
+    """``subprocess.call`` that passes SIGTERM / SIGINT / SIGHUP on to the child.
+
+    Returns the child's exit status, ``128 + N`` when signal N ended it (as a shell reports it).
+    """
+    received: list[int] = []
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if procs and procs[0].poll() is None:
+            procs[0].send_signal(signum)
+
+    # handlers first: a signal that arrives while the child starts is passed on, not lost
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        # its own process group: a Ctrl-C in the terminal reaches this process only, and is
+        # passed on once (not twice, which would cut the child's own shutdown short)
+        procs.append(subprocess.Popen(cmd, env=os.environ.copy(), process_group=0))
+        for signum in received:  # arrived before the child existed
+            procs[0].send_signal(signum)
+        code = procs[0].wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -100,15 +152,22 @@ def _certs(args: argparse.Namespace) -> int:
 
 
 def _superlink(args: argparse.Namespace) -> int:
-    from fedvida.federation.deploy import superlink_command, write_connection
+    from fedvida.federation.deploy import connection_text, superlink_command, write_connection
     from fedvida.federation.runner import flower_environment
+    from fedvida.reporting.console import console
 
-    home = Path(flower_environment()["FLWR_HOME"])
-    write_connection(home, args.connection, f"{args.host}:{args.port}",
-                     None if args.insecure else args.certs / "ca.crt")
     cmd = superlink_command(None if args.insecure else args.certs, host=args.host,
                             control_port=args.port, fleet=args.fleet)
-    return _exec(cmd, args.print_only)
+    if args.print_only:  # nothing is written: the connection is only shown
+        console.print(connection_text(args.connection, f"{args.host}:{args.port}",
+                                      None if args.insecure else args.certs / "ca.crt"),
+                      markup=False)
+        return _exec(cmd, True)
+    home = Path(flower_environment()["FLWR_HOME"])
+    path = write_connection(home, args.connection, f"{args.host}:{args.port}",
+                            None if args.insecure else args.certs / "ca.crt")
+    console.print(f"connection {args.connection!r} written to {path}")
+    return _exec(cmd, False, replace=True)
 
 
 def _supernode(args: argparse.Namespace) -> int:
@@ -120,7 +179,7 @@ def _supernode(args: argparse.Namespace) -> int:
         data_dir=args.data, ca_cert=None if args.insecure else args.certs / "ca.crt",
         auth_key=key,
     )
-    return _exec(cmd, args.print_only)
+    return _exec(cmd, args.print_only, replace=True)
 
 
 def _register(args: argparse.Namespace) -> int:
@@ -133,10 +192,29 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from fedvida.commands import config_from_args
     from fedvida.federation.deploy import run_command
+    from fedvida.reporting.console import console
 
     config = Path(args.config or "configs/default.yaml").resolve()
-    return _exec(run_command(args.connection, config, args.overrides), args.print_only)
+    args.config = str(config)
+    cfg = config_from_args(args)  # validated here: a bad --set fails before flwr run
+    if args.resume:
+        name = args.resume
+    elif args.name:
+        name = args.name
+    else:  # a new folder per run: the same command run twice must not resume a finished run
+        name = f"{cfg.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    overrides = [*args.overrides, f"name={name}"]
+    code = _exec(run_command(args.connection, config, overrides), args.print_only)
+    if not args.print_only:
+        where = Path(cfg.train.runs_dir) / name
+        console.print(f"run folder: {where} on the SuperLink's machine, relative to the "
+                      f"working directory it was started in (report.md, metrics.jsonl, "
+                      f"checkpoints/); continue it with --resume {name}", soft_wrap=True)
+    return code
 
 
 def _tap(args: argparse.Namespace) -> int:

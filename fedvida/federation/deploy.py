@@ -136,13 +136,23 @@ def write_connection(flwr_home: Path, name: str, address: str, ca_cert: Path | N
             kept.append(line)
     if not any(ln.strip() == "[superlink]" for ln in kept):
         kept = ["[superlink]", f'default = "{name}"', "", *kept]
+    path.write_text("\n".join([*kept, "", *connection_block(name, address, ca_cert)]) + "\n")
+    return path
+
+
+def connection_block(name: str, address: str, ca_cert: Path | None) -> list[str]:
+    """The ``[superlink.NAME]`` table of a connection (lines)."""
     block = [f"[superlink.{name}]", f'address = "{address}"']
     if ca_cert is None:
         block.append("insecure = true")
     else:
         block.append(f'root-certificates = "{Path(ca_cert).resolve()}"')
-    path.write_text("\n".join([*kept, "", *block]) + "\n")
-    return path
+    return block
+
+
+def connection_text(name: str, address: str, ca_cert: Path | None) -> str:
+    """What `write_connection` would add to a config.toml (for ``--print``)."""
+    return "\n".join(connection_block(name, address, ca_cert))
 
 
 def superlink_command(

@@ -8,6 +8,7 @@ r + 1 after a resume. The strategy's own ``configure_*`` / ``aggregate_*`` do th
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,13 +17,49 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+from fedvida.errors import FedvidaError
 from fedvida.federation.compression import compress_broadcast, decode_replies
 from fedvida.federation.metering import Traffic, message_bytes, object_tree_bytes
 from fedvida.federation.records import sanitize_reason
 from fedvida.federation.strategy import MeteredStrategy
 
-POLL_SECONDS = 0.02  # how soon the last reply is noticed; a pull is a cheap lookup
+POLL_SECONDS = 0.02  # first wait after an empty pull (how soon a quick reply is noticed)
+POLL_MAX_SECONDS = 1.0  # longest wait between pulls while nothing arrives
+
+
+class PollBackoff:
+    """Waits between pulls: ``first`` seconds after an empty pull, doubling up to ``most`` while
+    pulls stay empty, back to ``first`` as soon as a reply arrives.
+
+    In simulation a pull is an in-memory lookup, in deployment a ``PullMessages`` request to the
+    SuperLink: polling every 20 ms for a round of tens of seconds sent a thousand requests.
+    """
+
+    def __init__(self, first: float = POLL_SECONDS, most: float = POLL_MAX_SECONDS) -> None:
+        self.first, self.most = first, most
+        self.current = first
+
+    def next_wait(self, got_reply: bool) -> float:
+        """The wait before the next pull, given whether the last pull brought a reply."""
+        if got_reply:
+            self.current = self.first
+            return 0.0
+        wait = self.current
+        self.current = min(self.most, self.current * 2)
+        return wait
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# Set by the simulation launcher when Flower's engine has stopped (it failed, or it returned)
+# while the ServerApp thread may still be waiting for replies that can no longer come: every
+# wait of the server checks it and ends the ServerApp with an error instead of running out
+# each round's deadline (`fedvida.federation.runner.simulate_config`).
+ENGINE_STOPPED = threading.Event()
+
+
+def check_engine() -> None:
+    """Raise when the simulation engine stopped under a waiting server (`ENGINE_STOPPED`)."""
+    if ENGINE_STOPPED.is_set():
+        raise FedvidaError("the simulation engine stopped while the server waited for clients")
 
 
 def error_summary(reason: str) -> str:
@@ -54,6 +91,17 @@ class Exchange:
 # what sends a round's train messages and collects the replies: `exchange`, or SecAgg+'s
 # `fedvida.federation.secagg.SecureExchange` (same arguments, same result)
 ExchangeFn = Callable[[Grid, Iterable[Message], dict[int, int], float], Exchange]
+
+
+def poll_backoff(grid: Grid) -> PollBackoff:
+    """The pull schedule for ``grid``: backing off to 1 s against a SuperLink (each pull is a
+    request), a steady 20 ms on the simulation's in-memory grid (a pull is a dict lookup, and a
+    late notice of the last reply would delay every round)."""
+    from flwr.superlink.grid import InMemoryGrid
+
+    if isinstance(grid, InMemoryGrid):
+        return PollBackoff(POLL_SECONDS, POLL_SECONDS)
+    return PollBackoff()
 
 
 def exchange(
@@ -94,7 +142,9 @@ def exchange(
     pending = set(ids)
     replies: list[Message] = []
     deadline = start + timeout
+    backoff = poll_backoff(grid)
     while pending and time.perf_counter() < deadline:
+        check_engine()
         # each reply is metered (serialized, ~10 ms for a 5 MB model) as it arrives, while
         # other clients still work, not all together after the last one
         got = list(grid.pull_messages(list(pending)))
@@ -103,8 +153,9 @@ def exchange(
             replies.append(reply)
             traffic.add_up(node_to_partition.get(reply.metadata.src_node_id, -1),
                            message_bytes(reply))
-        if pending and not got:
-            time.sleep(POLL_SECONDS)
+        wait = backoff.next_wait(bool(got))
+        if pending and wait:
+            time.sleep(min(wait, max(0.0, deadline - time.perf_counter())))
     failures: list[dict[str, Any]] = []
     for mid in sorted(pending):
         part = node_to_partition.get(dst.get(mid, -1), -1)

@@ -24,6 +24,7 @@ import psutil
 
 from fedvida.config import Config, load_config
 from fedvida.errors import ConfigError, FedvidaError
+from fedvida.federation.rounds import ENGINE_STOPPED
 from fedvida.federation.settings import ENV_CONFIG, ENV_OVERRIDES
 from fedvida.reporting.runlog import RunLog, final_metrics
 
@@ -109,6 +110,32 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     }
 
 
+def check_resources(cfg: Config, gpus: int | None = None) -> None:
+    """Fail before Ray starts when not one client fits in what Ray will have.
+
+    Flower sizes its actor pool as ``int(Ray CPUs / num_cpus_per_client)`` (and likewise for
+    GPUs); an empty pool makes it log ``The ActorPool is empty`` and stop its engine, while the
+    ServerApp waits on. ``gpus``: the GPUs Ray would see (default: ``torch.cuda.device_count()``).
+    """
+    fed = cfg.federation
+    ray_cpus = fed.ray_num_cpus or os.cpu_count() or 1
+    where = ("federation.ray_num_cpus" if fed.ray_num_cpus
+             else "the machine's CPUs (federation.ray_num_cpus unset)")
+    if fed.num_cpus_per_client > ray_cpus:
+        raise ConfigError(
+            f"federation.num_cpus_per_client={fed.num_cpus_per_client:g} is more than Ray will "
+            f"have ({where}={ray_cpus}): no client could start")
+    if fed.num_gpus_per_client > 0:
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        if fed.num_gpus_per_client > gpus:
+            raise ConfigError(
+                f"federation.num_gpus_per_client={fed.num_gpus_per_client:g} is more than the "
+                f"{gpus} GPU(s) Ray will have: no client could start")
+
+
 PICKUP_SECONDS = 0.01  # how soon the simulation engine notices a pushed message
 _ENGINE_VERSION = "1.39.0"  # the flwr release whose simulation engine `_pick_up_messages` mirrors
 
@@ -150,6 +177,47 @@ def fast_message_pickup() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def replace_dead_actors() -> Any:
+    """Patch Flower 1.39's Ray actor pool so that a dead actor is replaced, not reused.
+
+    ``BasicActorPool.fetch_result_and_return_actor_to_pool`` (``flwr.simulation.ray_transport
+    .ray_actor``) gets a result with ``ray.get``; when the actor died (OOM kill, segfault)
+    ``ray.get`` raises ``ActorDiedError`` and ``RayBackend.process_message`` puts the *dead*
+    actor back into the pool (``add_actor_back_to_pool``): every later message given to it
+    fails, and with it every later round. Here the dead actor's entry is swapped for a fresh
+    actor (``create_actor_fn``, the pool's own factory, same resources) before the error
+    propagates, so Flower returns the fresh one: only the message that was on the dead actor
+    fails (the round goes on with the other clients). Everything else is Flower's.
+
+    The one patch of a Flower internal in fedvida's simulation path; restored on exit
+    (``test_dead_actor_patch_targets_flowers_private_names`` checks the names still exist).
+    """
+    import ray
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    original = BasicActorPool.fetch_result_and_return_actor_to_pool
+
+    def fetch(self: Any, future: Any) -> Any:
+        try:
+            return original(self, future)
+        except ray.exceptions.ActorDiedError:
+            dead = self._future_to_actor.get(future)
+            if dead is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(dead)
+                self._future_to_actor[future] = self.create_actor_fn()
+                logging.getLogger("fedvida.runner").warning(
+                    "a Ray client actor died; replaced by a fresh one (its message failed)")
+            raise
+
+    BasicActorPool.fetch_result_and_return_actor_to_pool = fetch  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        BasicActorPool.fetch_result_and_return_actor_to_pool = original  # type: ignore[method-assign]
+
+
 def simulate_config(
     config_path: Path, num_clients: int, cfg: Config, overrides: str = "", verbose: bool = False
 ) -> None:
@@ -168,19 +236,42 @@ def simulate_config(
         flwr_logger.setLevel(logging.WARNING)
         if not any(isinstance(f, _ExpectedWarnings) for f in flwr_logger.filters):
             flwr_logger.addFilter(_ExpectedWarnings())
+    check_resources(cfg)
     fast_message_pickup()
     watch = ChildWatch()
     watch.start()
+    before = set(threading.enumerate())
+    ENGINE_STOPPED.clear()
+    waiting: list[threading.Thread] = []
+    returned = False
     try:
-        run_simulation(
-            server_app=load_component(SERVER_APP),
-            client_app=load_component(CLIENT_APP),
-            num_supernodes=num_clients,
-            backend_name="ray",
-            backend_config=backend_config(cfg),
-            verbose_logging=verbose,
-        )
+        with replace_dead_actors():
+            run_simulation(
+                server_app=load_component(SERVER_APP),
+                client_app=load_component(CLIENT_APP),
+                num_supernodes=num_clients,
+                backend_name="ray",
+                backend_config=backend_config(cfg),
+                verbose_logging=verbose,
+            )
+        returned = True
+    except FedvidaError:
+        raise  # the ServerApp's own one-line error (Flower re-raises it)
+    except Exception as exc:  # the engine failed: Flower logged the details
+        raise FedvidaError(f"the simulation failed: {_first_line(exc)}") from exc
     finally:
+        # Flower's engine may have stopped (failed) while the ServerApp thread still waits for
+        # replies: the flag ends its waits, then the thread is given time to finish. A ServerApp
+        # that finished exits right after telling the engine to stop: one still running 5 s
+        # after the engine returned was waiting on a dead engine
+        waiting = _join_new_threads(before, timeout=5.0) if returned else []
+        ENGINE_STOPPED.set()
+        stuck = _join_new_threads(before, timeout=30.0)
+        ENGINE_STOPPED.clear()
+        if stuck:
+            logging.getLogger("fedvida.runner").warning(
+                "%d thread(s) of the simulation still running: %s", len(stuck),
+                ", ".join(t.name for t in stuck))
         shutdown_ray()
         watch.stop_and_reap()
         for name, value in saved.items():  # leave no run's settings to a later one
@@ -188,6 +279,32 @@ def simulate_config(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    if waiting:  # the engine returned without an error while the ServerApp still waited
+        raise FedvidaError("the simulation engine stopped while the server still waited for "
+                           "clients (see the log above)")
+
+
+def _first_line(exc: BaseException) -> str:
+    """``RuntimeError: ...`` of ``exc``, and of its cause when Flower wrapped one."""
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    if exc.__cause__ is not None:
+        text += f" ({_first_line(exc.__cause__)})"
+    return text
+
+
+def _join_new_threads(before: set[threading.Thread], timeout: float) -> list[threading.Thread]:
+    """Wait (up to ``timeout`` s in all) for non-daemon threads started since ``before``
+    (the ServerApp thread), not for thread-pool workers (they idle until interpreter exit)."""
+    deadline = time.monotonic() + timeout
+    left = []
+    for thread in threading.enumerate():
+        if thread in before or thread.daemon or thread is threading.current_thread() \
+                or thread.name.startswith("ThreadPoolExecutor"):
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            left.append(thread)
+    return left
 
 
 def shutdown_ray() -> None:
@@ -337,6 +454,8 @@ def run_federated(
     """
     from fedvida.data.partition import Plan
 
+    if resume is None:
+        check_resources(cfg)  # before a run folder is made for a run that cannot start
     run_cfg, folder = prepare_run(cfg, methods, name, resume)
     plan = Plan.load(Path(run_cfg.partition.plan))
     where = f"name={run_cfg.name};train.runs_dir={run_cfg.train.runs_dir}"
@@ -348,4 +467,32 @@ def run_federated(
     if missing:
         raise FedvidaError(f"federation ended early for {missing}; see {folder} (resume with "
                            f"--resume {folder})")
+    skipped = unaggregated_rounds(log, wanted)
+    if skipped:
+        raise FedvidaError(f"rounds not aggregated ({describe_unaggregated(skipped)}): too few "
+                           f"clients succeeded, the global model was kept; failures in "
+                           f"{folder / 'metrics.jsonl'}")
     return results
+
+
+def unaggregated_rounds(log: RunLog, methods: list[str]) -> dict[str, list[int]]:
+    """``{method: [rounds that kept the previous global model]}`` (methods with none left out)."""
+    out = {m: [int(ln["round"]) for ln in log.rounds(m) if not ln.get("aggregated", True)]
+           for m in methods}
+    return {m: r for m, r in out.items() if r}
+
+
+def describe_unaggregated(skipped: dict[str, list[int]]) -> str:
+    """``"gt_audio: 2-5 of its rounds"``-style text for `unaggregated_rounds`."""
+    parts = []
+    for method, rounds in skipped.items():
+        spans, first, prev = [], rounds[0], rounds[0]
+        for r in [*rounds[1:], None]:
+            if r is not None and r == prev + 1:
+                prev = r
+                continue
+            spans.append(str(first) if first == prev else f"{first}-{prev}")
+            if r is not None:
+                first = prev = r
+        parts.append(f"{method} round{'s' if len(rounds) > 1 else ''} {', '.join(spans)}")
+    return "; ".join(parts)

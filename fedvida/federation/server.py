@@ -26,7 +26,7 @@ from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint, sa
 from fedvida.federation.compression import describe, instruction_keys
 from fedvida.federation.metering import Traffic
 from fedvida.federation.privacy import privatize
-from fedvida.federation.rounds import RoundOutcome, exchange, run_round
+from fedvida.federation.rounds import RoundOutcome, check_engine, exchange, run_round
 from fedvida.federation.secagg import secure_exchange
 from fedvida.federation.settings import run_dir
 from fedvida.federation.strategy import make_strategy
@@ -48,6 +48,7 @@ def discover(grid: Grid, expected: int, timeout: float, minimum: int = 1,
     start = time.monotonic()
     count, changed = -1, start
     while time.monotonic() - start < timeout:
+        check_engine()
         now = len(list(grid.get_node_ids()))
         if now != count:
             count, changed = now, time.monotonic()
@@ -69,6 +70,23 @@ def discover(grid: Grid, expected: int, timeout: float, minimum: int = 1,
             continue
         mapping[reply.metadata.src_node_id] = part
     return mapping
+
+
+def coverage_warning(nodes: dict[int, int], planned: int) -> str | None:
+    """The warning for a federation whose nodes hold fewer partitions than the plan has.
+
+    Partitions without a node never train: the run is a smaller experiment than the plan
+    describes (e.g. ``flwr run .`` on Flower's default local federation starts 2 SuperNodes
+    for a 10-client plan). ``None`` when every partition has a node.
+    """
+    held = sorted(set(nodes.values()))
+    if len(held) >= planned:
+        return None
+    missing = [p for p in range(planned) if p not in held]
+    shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
+    return (f"only {len(held)} of the plan's {planned} clients have a node: partitions "
+            f"{shown} will not train (start {planned} SuperNodes, e.g. flwr run's "
+            f"num-supernodes={planned}, or partition the data for {len(held)} clients)")
 
 
 def dictionary_digest(cfg: Config) -> str:
@@ -144,8 +162,15 @@ def serve(grid: Grid, cfg: Config, on_round: RoundHook | None = None) -> dict[st
     nodes = discover(grid, num_clients, cfg.federation.client_timeout_s,
                      minimum=min(cfg.federation.min_train_clients, num_clients))
     if len(nodes) < min(cfg.federation.min_train_clients, num_clients):
-        raise FedvidaError(f"only {len(nodes)} node(s) identified; federation.min_train_clients "
-                           f"is {cfg.federation.min_train_clients}")
+        raise FedvidaError(f"only {len(nodes)} node(s) identified of the plan's {num_clients} "
+                           f"clients; federation.min_train_clients is "
+                           f"{cfg.federation.min_train_clients}")
+    warning = coverage_warning(nodes, num_clients)
+    if warning is not None:
+        from fedvida.reporting.console import console
+
+        _log.warning(warning)
+        console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
     log = RunLog(folder)
     results: dict[str, dict[str, Any]] = {}
     for method in cfg.federation.method_list(cfg.train.method):
@@ -176,12 +201,14 @@ def run_method(
     if ckpt is not None:
         arrays, start = ckpt.model, ckpt.server_round + 1
         strategy.load_state_arrays(ckpt.strategy_state)
+        say(resume_message(method, ckpt.server_round, fed.rounds, log.run_dir))
     log.truncate(method, start - 1)
     record = R.numpy_to_arrays(arrays)
     base = {R.CFG_METHOD: method, R.CFG_EPOCHS: fed.local_epochs, R.CFG_DIGEST: digest,
             R.CFG_YAML: cfg.to_yaml(), **instruction_keys(cfg.communication)}
     communication = describe(cfg.communication, fed.shared_prefixes)
     minimum = min(fed.min_train_clients, len(nodes))
+    nodes_entry = {"connected": len(nodes), "planned": evaluator.plan.num_clients}
 
     def finish(rnd: int, outcome: RoundOutcome, current: dict[str, np.ndarray],
                state: dict[str, np.ndarray], t0: float, privacy: dict[str, Any] | None) -> None:
@@ -193,6 +220,7 @@ def run_method(
         save_checkpoint(folder, rnd, method, fed.strategy, current, state, fed.keep_checkpoints)
         line = round_line(method, rnd, outcome, server, time.perf_counter() - t0, eval_seconds)
         line["communication"] = communication  # codecs and shared model parts of the bytes
+        line["nodes"] = nodes_entry  # a run with fewer nodes than the plan says so per line
         if privacy is not None:
             line["privacy"] = privacy
         line["finished_at"] = time.time()
@@ -220,6 +248,21 @@ def run_method(
             pending = pool.submit(finish, rnd, outcome, current, state, t0, privacy)
         if pending is not None:
             pending.result()
+
+
+def resume_message(method: str, done: int, rounds: int, folder: Path) -> str:
+    """What a run that found a checkpoint of ``method`` (round ``done``) says before its rounds."""
+    if done >= rounds:
+        return f"{method}: all {rounds} rounds done in {folder}, nothing to run"
+    return f"{method}: resuming {folder} after round {done}, rounds {done + 1}-{rounds} of {rounds}"
+
+
+def say(text: str) -> None:
+    """A line for the person running the federation (the terminal, or flwr run's stream)."""
+    from fedvida.reporting.console import console
+
+    _log.info(text)
+    console.print(text, markup=False, soft_wrap=True)
 
 
 def round_line(method: str, rnd: int, out: RoundOutcome, server: dict[str, float],

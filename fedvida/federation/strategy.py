@@ -53,15 +53,24 @@ def sample_partitions(
     return sorted(int(p) for p in rng.choice(pool, size=k, replace=False))
 
 
+# metric keys that identify a client rather than measure it: kept per client (the round line's
+# ``clients``), never averaged (a mean partition id of 0.26 means nothing)
+IDENTIFIER_KEYS = ("partition-id",)
+
+
 def weighted_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY) -> MetricRecord:
-    """Average every numeric metric over the replies that report it, weighted by ``weight_key``."""
+    """Average every numeric metric over the replies that report it, weighted by ``weight_key``.
+
+    Weights and identifiers (`IDENTIFIER_KEYS`) are not averaged.
+    """
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
     for content in records:
         metrics = next(iter(content.metric_records.values()))
         w = float(metrics.get(weight_key, 1.0))  # type: ignore[arg-type]
         for key, value in metrics.items():
-            if key in (weight_key, WEIGHT_KEY, DP_WEIGHT_KEY) or not isinstance(value, int | float):
+            if key in (weight_key, WEIGHT_KEY, DP_WEIGHT_KEY, *IDENTIFIER_KEYS) \
+                    or not isinstance(value, int | float):
                 continue
             sums[key] = sums.get(key, 0.0) + w * float(value)
             weights[key] = weights.get(key, 0.0) + w

@@ -5,6 +5,7 @@ simulation (the product ClientApp by default), and a grid that records every mes
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -18,6 +19,7 @@ from fedvida.federation.runner import (
     backend_config,
     flower_environment,
     load_component,
+    replace_dead_actors,
 )
 
 
@@ -63,10 +65,36 @@ def simulate_server(
     watch = ChildWatch()
     watch.start()
     try:
-        run_simulation(server_app=server_app,
-                       client_app=client_app or load_component(CLIENT_APP),
-                       num_supernodes=num_supernodes,
-                       backend_config=backend_config(cfg))  # type: ignore[arg-type]
+        with replace_dead_actors():  # as `runner.simulate_config` runs the product's simulation
+            run_simulation(server_app=server_app,
+                           client_app=client_app or load_component(CLIENT_APP),
+                           num_supernodes=num_supernodes,
+                           backend_config=backend_config(cfg))  # type: ignore[arg-type]
     finally:
         ended = watch.stop_and_reap()
     return ended, watch
+
+
+def stable_line(line: Any) -> Any:
+    """A metrics.jsonl line without what varies run to run (wall times)."""
+    if isinstance(line, dict):
+        return {k: stable_line(v) for k, v in line.items()
+                if "seconds" not in k and k != "finished_at"}
+    return line
+
+
+def assert_resumed_log(resumed: list[dict[str, Any]], original: list[dict[str, Any]],
+                       rerun: tuple[str, int], name_delta: int) -> None:
+    """Every (method, round) once and in order, every line equal to the uninterrupted run's.
+
+    ``rerun``: the (method, round) the resumed process ran again; its messages carry the
+    config with the resumed run's name, ``name_delta`` characters longer, once per message down.
+    """
+    assert [(ln["method"], ln["round"]) for ln in resumed] == [
+        (ln["method"], ln["round"]) for ln in original]
+    for got, want in zip(resumed, original, strict=True):
+        got, want = stable_line(got), stable_line(want)
+        if (got["method"], got["round"]) == rerun:
+            for key in ("bytes_down", "bytes_down_train"):
+                assert got.pop(key) - want.pop(key) == want["sampled"] * name_delta, key
+        assert got == want

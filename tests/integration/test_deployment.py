@@ -141,6 +141,12 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
         assert ln["bytes_down"] > 0 and ln["bytes_up"] > 0
         assert 0.0 <= ln["server"]["top1"] <= 1.0
     assert "gt_audio round 2/2" in run.stdout
+    # 2 SuperNodes for a 4-client plan: allowed, but said (and recorded on every line)
+    assert "only 2 of the plan's 4 clients have a node: partitions 2, 3 will not train" in \
+        " ".join(run.stdout.split())
+    assert all(ln["nodes"] == {"connected": 2, "planned": 4} for ln in lines)
+    # the server says where it wrote the run folder
+    assert f"run folder: {(tmp_path / 'runs' / 'deployed').resolve()}" in run.stdout
     assert (tmp_path / "runs" / "deployed" / "report.md").is_file()
     assert all(proc.poll() is not None for proc in procs)
     # Bytes: the metered payload (metrics.jsonl) against the wire (docs/federation.md, "Cross-check

@@ -20,9 +20,22 @@ pytestmark = pytest.mark.slow
 
 
 def test_client_side_clipping_and_central_noise_are_accounted_per_round(
-    fed_pipeline: Config, tmp_path: Path
+    fed_pipeline: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Arrange: a clipping norm far below the clients' update norms, little noise
+    # Arrange: a clipping norm far below the clients' update norms, little noise; the noise
+    # the server adds (in this process: the ServerApp runs here) is recorded as it is added
+    import flwr.serverapp.strategy.dp_fixed_clipping as flower_fixed
+
+    added: list[tuple[list[np.ndarray], list[np.ndarray]]] = []  # (noise, noisy result)
+    real_noise = flower_fixed.add_gaussian_noise_inplace
+
+    def record_noise(arrays: list[np.ndarray], std: float) -> None:
+        before = [a.astype(np.float64) for a in arrays]
+        real_noise(arrays, std)
+        added.append(([a.astype(np.float64) - b for a, b in zip(arrays, before, strict=True)],
+                      [a.copy() for a in arrays]))
+
+    monkeypatch.setattr(flower_fixed, "add_gaussian_noise_inplace", record_noise)
     cfg = fed_pipeline.model_copy(deep=True)
     cfg.train.runs_dir = tmp_path / "runs"
     clip, z = 0.05, 0.01
@@ -40,12 +53,23 @@ def test_client_side_clipping_and_central_noise_are_accounted_per_round(
         assert privacy["epsilon"] == pytest.approx(gaussian_epsilon([(z, rnd)], 1e-5, 4))
         assert line["succeeded"] == 4 and line["aggregated"]
     assert results["gt_audio"]["epsilon"] == lines[-1]["privacy"]["epsilon"]
-    # Assert: the clients clipped: the global model moved by at most C (+ the noise) in round 2
+    # Assert: the clients clipped. Round 2 moved the global model by the mean of 4 clipped
+    # updates (norm <= C) plus the noise actually added: without that noise the move is
+    # within C (a client that did not clip moves it by ~10x C), and not trivially zero
     one, two = (load_checkpoint(checkpoint_dir(folder, "gt_audio") / f"round_000{r}.safetensors")
                 for r in (1, 2))
-    moved = float(np.sqrt(sum(np.sum((two.model[k] - one.model[k]) ** 2) for k in one.model)))
+    assert len(added) == 2  # one noisy release per round
+    noise_by_key: dict[str, np.ndarray] = {}
+    for noise, noisy in zip(*added[1], strict=True):  # which model array each one is
+        (key,) = [k for k, v in two.model.items()
+                  if v.shape == noisy.shape and np.array_equal(v, noisy) and k not in noise_by_key]
+        noise_by_key[key] = noise
+    assert set(noise_by_key) == set(two.model)
     entries = sum(a.size for a in one.model.values())
-    noise = z * clip / 4 * np.sqrt(entries)
-    assert 0.0 < moved <= clip + 3 * noise
+    noise_norm = float(np.sqrt(sum(np.sum(n**2) for n in noise_by_key.values())))
+    assert noise_norm == pytest.approx(z * clip / 4 * np.sqrt(entries), rel=0.05)  # z C / m
+    clean = float(np.sqrt(sum(np.sum((two.model[k].astype(np.float64) - one.model[k]
+                                      - noise_by_key[k]) ** 2) for k in one.model)))
+    assert 0.2 * clip < clean <= clip * (1 + 1e-4)
     report = (folder / "report.md").read_text()
     assert "Differential privacy" in report and "| gt_audio | client-fixed |" in report

@@ -7,6 +7,7 @@ milliseconds. The real pipeline runs in tests/integration/test_simulation.py.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -84,6 +85,12 @@ def test_fedavg_round_is_flowers_weighted_mean_in_partition_order() -> None:
     assert set(out.train.per_client) == {0, 1, 2, 3}
     # metrics with keys only some clients report are averaged over those clients
     assert out.train_metrics["gen_loss"] == pytest.approx(0.5)
+    # the loss is the weighted mean of what the clients reported
+    losses = [float(r.content["metrics"]["train_loss"]) for r in replies]
+    assert out.train_metrics["train_loss"] == pytest.approx(float(np.dot(weights, losses)))
+    # identifiers are not metrics: no averaged partition id, but each client keeps its own
+    assert "partition-id" not in out.train_metrics
+    assert {c["partition-id"] for c in out.train.per_client.values()} == {0, 1, 2, 3}
     assert out.train.traffic.messages_down == 4 and out.train.traffic.messages_up == 4
 
 
@@ -138,8 +145,8 @@ def test_reply_with_foreign_arrays_is_rejected_not_aggregated() -> None:
 def test_resume_from_checkpoint_gives_identical_results(tmp_path: Path, strategy: str) -> None:
     cfg = _cfg(strategy=strategy, fraction_train=0.5)
     init = _initial()
-    full, _, _ = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=1),
-                      range(1, 4), init)
+    full, _, full_outs = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=1),
+                              range(1, 4), init)
     # interrupted after round 2: checkpoint, then a new process with new node ids continues
     part, strat, _ = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=2),
                           range(1, 3), init)
@@ -148,10 +155,15 @@ def test_resume_from_checkpoint_gives_identical_results(tmp_path: Path, strategy
     assert ckpt is not None and ckpt.server_round == 2
     if strategy == "fedadam":
         assert any(k.startswith("v_t/") for k in ckpt.strategy_state)
-    resumed, _, _ = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=3),
-                         range(3, 4), ckpt.model, ckpt.strategy_state)
+    resumed, _, outs = _run(cfg, LocalGrid({p: stand_in_client() for p in range(6)}, seed=3),
+                            range(3, 4), ckpt.model, ckpt.strategy_state)
     for key in full:
         np.testing.assert_array_equal(resumed[key], full[key])
+    # the resumed round is round 3's: its clients and their metrics, not round 1's again
+    (out,) = outs
+    assert out.train.per_client == full_outs[2].train.per_client
+    assert out.train.per_client != full_outs[0].train.per_client
+    assert out.train_metrics == full_outs[2].train_metrics
 
 
 def test_checkpoints_keep_the_last_k_and_skip_a_damaged_newest(tmp_path: Path) -> None:
@@ -327,3 +339,194 @@ def test_instruction_config_is_parsed_once_for_every_virtual_client() -> None:
     other = instruction_config(conf, {"partition-id": 0, "data-dir": "/srv/node"})
     assert other is not first and str(other.extract.cache_dir) == "/srv/node/cache"
     assert first.train.method == "gt_audio"
+
+
+def test_reply_polling_backs_off_while_nothing_arrives_and_resets_on_a_reply() -> None:
+    from flwr.superlink.grid import InMemoryGrid
+
+    from fedvida.federation.rounds import PollBackoff, poll_backoff
+
+    backoff = PollBackoff(0.02, 1.0)
+    waits = [backoff.next_wait(False) for _ in range(9)]
+    assert waits == pytest.approx([0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 1.0, 1.0])
+    assert backoff.next_wait(True) == 0.0  # a reply: pull again at once
+    assert backoff.next_wait(False) == pytest.approx(0.02)  # and start over from 20 ms
+    # a 60 s wait with no reply costs ~66 pulls, not 3000 at a steady 20 ms
+    backoff, elapsed, pulls = PollBackoff(), 0.0, 0
+    while elapsed < 60:
+        elapsed, pulls = elapsed + backoff.next_wait(False), pulls + 1
+    assert pulls < 70
+    # the simulation's in-memory grid keeps the steady 20 ms (a pull is a dict lookup); any
+    # other grid (a SuperLink) backs off
+    sim = poll_backoff(InMemoryGrid.__new__(InMemoryGrid))
+    assert [sim.next_wait(False) for _ in range(3)] == pytest.approx([0.02] * 3)
+    assert poll_backoff(LocalGrid({})).most == 1.0  # type: ignore[arg-type]
+
+
+def test_resources_no_client_fits_in_are_a_one_line_config_error() -> None:
+    from fedvida.federation.runner import check_resources
+
+    cfg = _cfg(num_cpus_per_client=4.0, ray_num_cpus=2)
+    with pytest.raises(ConfigError) as err:
+        check_resources(cfg)
+    text = str(err.value)
+    assert "\n" not in text
+    assert "federation.num_cpus_per_client=4" in text and "federation.ray_num_cpus=2" in text
+    check_resources(_cfg(num_cpus_per_client=2.0, ray_num_cpus=2))  # fits: no error
+    with pytest.raises(ConfigError, match=r"num_gpus_per_client=0\.5 .* 0 GPU"):
+        check_resources(_cfg(num_gpus_per_client=0.5), gpus=0)
+    check_resources(_cfg(num_gpus_per_client=0.5), gpus=1)
+
+
+def test_an_engine_failure_ends_a_waiting_server_and_the_command_fails(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Flower's engine fails (e.g. an empty actor pool) after the ServerApp thread started: the
+    # thread waits for replies that never come. The launcher must end it and fail at once,
+    # not after every round's client_timeout_s
+    import threading
+
+    import flwr.simulation
+
+    from fedvida.errors import FedvidaError
+    from fedvida.federation import runner
+    from fedvida.federation.rounds import exchange
+
+    class SilentGrid(LocalGrid):
+        def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
+            return []
+
+    server_done = threading.Event()
+    server_error: list[BaseException] = []
+
+    def fake_run_simulation(**kwargs: object) -> None:
+        def server() -> None:
+            grid = SilentGrid({0: stand_in_client()})
+            msg = Message(RecordDict(), dst_node_id=grid.node_ids[0], message_type="train")
+            try:
+                exchange(grid, [msg], {}, timeout=600.0)
+            except BaseException as exc:  # noqa: BLE001
+                server_error.append(exc)
+            finally:
+                server_done.set()
+
+        threading.Thread(target=server, name="fake-serverapp").start()
+        time.sleep(0.3)
+        raise RuntimeError("An error was encountered. Ending simulation.") from ValueError(
+            "ActorPool is empty. Stopping Simulation.")
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", fake_run_simulation)
+    cfg = _cfg(ray_num_cpus=1)
+    t0 = time.monotonic()
+    with pytest.raises(FedvidaError, match="simulation failed: RuntimeError.*ActorPool is empty"):
+        runner.simulate_config(Path("unused.yaml"), 1, cfg)
+    assert time.monotonic() - t0 < 20
+    assert server_done.is_set()
+    assert isinstance(server_error[0], FedvidaError)
+    from fedvida.federation.rounds import ENGINE_STOPPED
+
+    assert not ENGINE_STOPPED.is_set()  # a later run in this process is not affected
+
+
+def test_fewer_nodes_than_the_plan_is_said_with_both_numbers() -> None:
+    # `flwr run .` on Flower's default local federation starts 2 SuperNodes; a 10-client plan
+    # then trains 2 partitions only: discovery finds 2, and the warning names 2, 10 and the
+    # partitions that will not train
+    from fedvida.federation.client import identify
+    from fedvida.federation.server import coverage_warning, discover
+
+    grid = LocalGrid({0: identify, 1: identify})
+    nodes = discover(grid, expected=10, timeout=5.0, minimum=2, settle=0.0)  # type: ignore[arg-type]
+    assert sorted(nodes.values()) == [0, 1]
+    text = coverage_warning(nodes, 10)
+    assert text is not None and "only 2 of the plan's 10 clients" in text
+    assert "partitions 2, 3, 4, 5, 6, 7, 8, 9 will not train" in text
+    assert "num-supernodes=10" in text
+    assert coverage_warning({11: 0, 12: 1}, 2) is None
+
+
+def test_dead_actor_patch_targets_flowers_private_names() -> None:
+    # `runner.replace_dead_actors` patches one Flower internal and relies on two private
+    # attributes of its pool: a Flower upgrade that renames them must fail here, not silently
+    import inspect
+
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    from fedvida.federation.runner import replace_dead_actors
+
+    original = BasicActorPool.fetch_result_and_return_actor_to_pool
+    source = inspect.getsource(BasicActorPool)
+    assert "self._future_to_actor" in source and "self.create_actor_fn" in source
+    assert "add_actor_back_to_pool" in source
+    with replace_dead_actors():
+        assert BasicActorPool.fetch_result_and_return_actor_to_pool is not original
+    assert BasicActorPool.fetch_result_and_return_actor_to_pool is original  # restored
+
+
+def test_unaggregated_rounds_are_named_for_the_summary(tmp_path: Path) -> None:
+    from fedvida.federation.runner import describe_unaggregated, unaggregated_rounds
+
+    log = RunLog(tmp_path)
+    for rnd in range(1, 6):
+        log.append({"method": "gt_audio", "round": rnd, "aggregated": rnd == 1})
+        log.append({"method": "video_only", "round": rnd, "aggregated": True})
+    skipped = unaggregated_rounds(log, ["gt_audio", "video_only"])
+    assert skipped == {"gt_audio": [2, 3, 4, 5]}
+    assert describe_unaggregated(skipped) == "gt_audio rounds 2-5"
+    assert describe_unaggregated({"a": [1, 3, 4, 7]}) == "a rounds 1, 3-4, 7"
+
+
+def test_a_run_whose_rounds_were_not_aggregated_fails_with_their_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dead client worker (or any fault) can leave every later round unaggregated: the run
+    # then ends with the round-1 model; the command must not report it as a success
+    from fedvida.data.partition import Plan
+    from fedvida.errors import FedvidaError
+    from fedvida.federation import runner
+
+    cfg = _cfg(rounds=3)
+    cfg.train.runs_dir = tmp_path
+
+    def fake_simulation(config_path: Path, num_clients: int, run_cfg: Config, *a: object,
+                        **k: object) -> None:
+        log = RunLog(config_path.parent)
+        for rnd in (1, 2, 3):
+            log.append({"method": "video_only", "round": rnd, "aggregated": rnd == 1,
+                        "server": {"top1": 0.5}})
+
+    monkeypatch.setattr(runner, "simulate_config", fake_simulation)
+    monkeypatch.setattr(Plan, "load", staticmethod(lambda path: type("P", (), {"num_clients": 4})))
+    with pytest.raises(FedvidaError, match=r"rounds not aggregated \(video_only rounds 2-3\)"):
+        runner.run_federated(cfg, ["video_only"], "faulty")
+
+
+def test_an_engine_that_returns_under_a_waiting_server_fails_the_command(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the engine returns without raising (e.g. it stopped its workers) while the ServerApp
+    # thread still waits: the command must fail, not return as if the run had finished
+    import threading
+
+    import flwr.simulation
+
+    from fedvida.errors import FedvidaError
+    from fedvida.federation import runner
+    from fedvida.federation.rounds import ENGINE_STOPPED, check_engine
+
+    def fake_run_simulation(**kwargs: object) -> None:
+        def server() -> None:
+            with contextlib.suppress(FedvidaError):
+                while True:
+                    check_engine()
+                    time.sleep(0.05)
+
+        threading.Thread(target=server, name="fake-serverapp").start()
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", fake_run_simulation)
+    with pytest.raises(FedvidaError, match="engine stopped while the server still waited"):
+        runner.simulate_config(Path("unused.yaml"), 1, _cfg(ray_num_cpus=1))
+    assert not ENGINE_STOPPED.is_set()
+    # a ServerApp that finished before the engine returned is a normal end
+    monkeypatch.setattr(flwr.simulation, "run_simulation", lambda **kwargs: None)
+    runner.simulate_config(Path("unused.yaml"), 1, _cfg(ray_num_cpus=1))

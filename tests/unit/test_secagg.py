@@ -283,3 +283,90 @@ def test_reply_boundary_flags_arrays_strings_and_foreign_keys() -> None:
     assert "'caption' is not a SecAgg+ reply key" in problems
     assert "'fitres.parameters' travels unmasked" in problems
     assert f"'{MASKED_KEY}' holds other than the masked integers" in problems
+
+
+def test_what_leaves_a_client_is_independent_of_its_update_and_only_the_sum_unmasks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "Updates leave the client only masked": a check that the reply holds integers (any
+    # integers: an unmasked quantised update would pass) cannot show it. Here every client's
+    # quantised update (what Flower's mod masks, spied on) is compared with the vector that
+    # actually leaves: they must differ in almost every entry and be uncorrelated, the same
+    # update masked in two rounds must give uncorrelated vectors, and the round's aggregate
+    # must still be the mean update (only the sum unmasks).
+    import importlib
+    import threading
+
+    # the module (its package re-exports a function of the same name)
+    flower_mod = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
+
+    size, parts = 3000, range(5)
+    init = {"classifier.weight": np.zeros(size, np.float32)}
+    deltas = {p: np.random.default_rng(p).normal(0.0, 0.05, size).astype(np.float32)
+              for p in parts}
+    where = threading.local()
+    quantised: dict[tuple[int, int], np.ndarray] = {}
+    real = flower_mod.factor_combine
+
+    def spy(factor: int, params: list[np.ndarray]) -> list[np.ndarray]:
+        out = real(factor, params)
+        quantised[(where.round, where.part)] = np.concatenate([a.ravel() for a in out])
+        return out
+
+    monkeypatch.setattr(flower_mod, "factor_combine", spy)
+
+    def constant_update(msg: Message, context: Context) -> Message:
+        # the same update every round (a stand-in for a client whose data says the same)
+        part = int(context.node_config["partition-id"])
+        where.round = int(msg.content.config_records[R.CONFIG_KEY][R.CFG_ROUND])  # type: ignore[arg-type]
+        where.part = part
+        arrays = R.arrays_to_numpy(msg.content.array_records[R.ARRAYS_KEY])
+        out = {"classifier.weight": arrays["classifier.weight"] + deltas[part]}
+        return Message(R.reply(R.numpy_to_arrays(out), {R.WEIGHT_KEY: 10}), reply_to=msg)
+
+    cfg = Config()
+    cfg.federation.min_train_clients = 2
+    grid = LocalGrid({p: secagg_node(constant_update) for p in parts})
+    strategy: Any = make_strategy(cfg, len(grid.node_ids))
+    nodes = {n: int(grid.contexts[n].node_config["partition-id"]) for n in grid.node_ids}
+    strategy.setup_nodes(nodes, cfg.train.seed)
+    record, outs = R.numpy_to_arrays(init), []
+    for rnd in (1, 2):
+        conf = ConfigRecord({R.CFG_METHOD: "video_only", R.CFG_EPOCHS: 1,
+                             R.CFG_YAML: cfg.to_yaml()})
+        out = run_round(strategy, grid, rnd, record, conf, ConfigRecord(dict(conf)), 30.0, 2,
+                        train_exchange=SecureExchange(SECAGG, MAX_WEIGHT, R.WEIGHT_KEY))
+        outs.append((record, out))
+        record = out.arrays
+    # what left each client in the collect stage, by (round, partition), in Flower's order
+    sent: dict[tuple[int, int], np.ndarray] = {}
+    for reply in grid.seen:
+        if MASKED_KEY in reply.content.array_records:
+            masked = reply.content.array_records[MASKED_KEY]
+            rnd = 1 if len(sent) < len(parts) else 2
+            sent[(rnd, nodes[reply.metadata.src_node_id])] = np.concatenate(
+                [masked[k].numpy().ravel() for k in sorted(masked.keys())])
+    assert set(sent) == set(quantised) == {(r, p) for r in (1, 2) for p in parts}
+    mod = SECAGG.modulus_range
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.astype(np.float64), b.astype(np.float64))[0, 1])
+
+    for p in parts:
+        for rnd in (1, 2):
+            plain, masked = quantised[(rnd, p)] % mod, sent[(rnd, p)]
+            assert plain.shape == masked.shape and plain.size > size
+            assert np.mean(plain == masked) < 0.01  # not the update: almost every entry differs
+            assert abs(corr(plain[1:], masked[1:])) < 0.1  # and nothing of it shows through
+        # the same update, masked twice: the quantised vectors agree, the sent ones do not
+        assert corr(quantised[(1, p)][1:], quantised[(2, p)][1:]) > 0.99
+        assert abs(corr(sent[(1, p)][1:], sent[(2, p)][1:])) < 0.1
+    # only the aggregate unmasks: each round moved the model by the mean update
+    mean = np.mean([deltas[p] for p in parts], axis=0)
+    for before, out in outs:
+        assert out.aggregated and out.train.failures == []
+        moved = (R.arrays_to_numpy(out.arrays)["classifier.weight"]
+                 - R.arrays_to_numpy(before)["classifier.weight"])
+        assert corr(moved, mean) > 0.999
+        assert float(np.abs(moved - mean).max()) <= quantization_bound(
+            SECAGG, [10] * 5, MAX_WEIGHT) + 1e-6
