@@ -396,6 +396,11 @@ class FederationConfig(Section):
         "off: in memory only (a resume restarts them from their initial values).",
     )
     eval_every: int = Field(1, ge=1, description="Server-side evaluation every k rounds.")
+    allow_fewer_nodes: bool = Field(
+        False,
+        description="Train when fewer nodes answer than the plan has clients (a warning names "
+        "the partitions that will not train); false: that is an error naming both numbers.",
+    )
 
     @model_validator(mode="after")
     def _prefixes(self) -> FederationConfig:

@@ -166,6 +166,9 @@ def serve(grid: Grid, cfg: Config, on_round: RoundHook | None = None) -> dict[st
                            f"clients; federation.min_train_clients is "
                            f"{cfg.federation.min_train_clients}")
     warning = coverage_warning(nodes, num_clients)
+    if warning is not None and not cfg.federation.allow_fewer_nodes:
+        raise FedvidaError(f"{warning}; set federation.allow_fewer_nodes=true to train with "
+                           "the nodes that answered")
     if warning is not None:
         from fedvida.reporting.console import console
 

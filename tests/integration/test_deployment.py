@@ -80,6 +80,7 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
     cfg.name, cfg.train.runs_dir = "deployed", tmp_path / "runs"
     cfg.federation.methods = ["gt_audio"]  # type: ignore[list-item]
     cfg.federation.client_timeout_s = 240
+    cfg.federation.allow_fewer_nodes = True  # 2 SuperNodes for the plan's 4 clients, on purpose
     config_path = tmp_path / "config.yaml"
     config_path.write_text(cfg.to_yaml())
     secure = cfg.model_copy(deep=True)  # the second run: SecAgg+, one round, three clients
