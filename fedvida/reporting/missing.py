@@ -112,6 +112,8 @@ def plot_missing_rounds(rounds: Mapping[str, list[dict[str, Any]]], out_dir: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from fedvida.reporting.plots import save_figure
+
     def series(method: str, key: str) -> dict[int, float]:
         return {int(ln["round"]): float(ln["server"][key]) for ln in rounds.get(method, [])
                 if ln.get("server") and key in ln["server"]}
@@ -130,15 +132,9 @@ def plot_missing_rounds(rounds: Mapping[str, list[dict[str, Any]]], out_dir: Pat
         ax.plot(list(video), list(video.values()), "r--", label="video only")
     if real:
         ax.plot(list(real), list(real.values()), "g--", label="real audio (gt_audio oracle)")
-    ax.set_xlabel("round")
-    ax.set_ylabel("top-1 on clips whose audio is missing")
-    ax.set_title("Missing audio per round")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths["missing_audio"] = out_dir / "missing_audio.png"
-    fig.savefig(paths["missing_audio"], dpi=100)
-    plt.close(fig)
+    paths["missing_audio"] = save_figure(fig, ax, out_dir / "missing_audio.png", "round",
+                                         "top-1 on clips whose audio is missing",
+                                         "Missing audio per round")
     if video and real:
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         for method in rounds:
@@ -149,15 +145,9 @@ def plot_missing_rounds(rounds: Mapping[str, list[dict[str, Any]]], out_dir: Pat
                 ax.plot(list(gaps), list(gaps.values()), marker="o", label=method)
         ax.axhline(0.0, color="tab:red", linestyle="--", linewidth=0.8)
         ax.axhline(1.0, color="tab:green", linestyle="--", linewidth=0.8)
-        ax.set_xlabel("round")
-        ax.set_ylabel("gap closed")
-        ax.set_title("Share of the video-only -> real-audio gap closed")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths["gap_closed"] = out_dir / "gap_closed.png"
-        fig.savefig(paths["gap_closed"], dpi=100)
-        plt.close(fig)
+        paths["gap_closed"] = save_figure(fig, ax, out_dir / "gap_closed.png", "round",
+                                          "gap closed",
+                                          "Share of the video-only -> real-audio gap closed")
     return paths
 
 

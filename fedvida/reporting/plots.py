@@ -34,16 +34,8 @@ def plot_run(run_dir: Path, rounds: dict[str, list[dict[str, Any]]]) -> dict[str
                if ln.get("server") and "top1" in ln["server"]]
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=method)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test top-1 (global model)")
-    ax.set_title("Accuracy per round")
-    ax.grid(alpha=0.3)
-    if rounds:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths["accuracy"] = out_dir / "accuracy.png"
-    fig.savefig(paths["accuracy"], dpi=100)
-    plt.close(fig)
+    paths["accuracy"] = save_figure(fig, ax, out_dir / "accuracy.png", "round",
+                                    "test top-1 (global model)", "Accuracy per round", 8)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for method, lines in rounds.items():
@@ -52,14 +44,21 @@ def plot_run(run_dir: Path, rounds: dict[str, list[dict[str, Any]]]) -> dict[str
                 label=f"{method} down")
         ax.plot(r, [ln.get("bytes_up", 0) / 1e6 for ln in lines], marker="^", linestyle="--",
                 label=f"{method} up")
-    ax.set_xlabel("round")
-    ax.set_ylabel("MB per round (serialized messages)")
-    ax.set_title("Communication per round")
-    ax.grid(alpha=0.3)
-    if rounds:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths["bytes"] = out_dir / "bytes.png"
-    fig.savefig(paths["bytes"], dpi=100)
-    plt.close(fig)
+    paths["bytes"] = save_figure(fig, ax, out_dir / "bytes.png", "round",
+                                 "MB per round (serialized messages)", "Communication per round")
     return paths
+
+
+def save_figure(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str,
+                legend_size: int = 7) -> Path:
+    """Label, grid and legend (when anything is labelled) a per-round plot; write and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
