@@ -76,6 +76,12 @@ class DemoConfig(Section):
         0.1, ge=0.0, le=1.0, description="Share whose picture is degraded (contrast, size, blur)."
     )
     max_distractors: int = Field(3, ge=0, le=8, description="Independently moving shapes per clip.")
+    visual_identity: Literal["pair", "class"] = Field(
+        "pair",
+        description="'pair': both classes of a visual pair share one picture (only the sound "
+        "tells them apart); 'class': each class has its own look (shapes, hues) whose events "
+        "make its sound, with distractors wearing other classes' looks (docs/demo-data.md).",
+    )
     workers: int = Field(2, ge=1, description="Writer processes (1 = in this process).")
 
     @model_validator(mode="after")

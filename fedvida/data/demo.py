@@ -139,6 +139,7 @@ def plan_clips(cfg: DemoConfig) -> list[ClipSpec]:
                     channels=AUDIO_CHOICES[audio[j]][1],
                     ambiguous=bool(ambiguous[j]),
                     max_distractors=cfg.max_distractors,
+                    visual_identity=cfg.visual_identity,
                 )
             )
     return specs

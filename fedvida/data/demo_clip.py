@@ -20,7 +20,7 @@ import numpy as np
 
 from fedvida.data.demo_scene import Scene
 from fedvida.data.demo_sound import make_audio
-from fedvida.data.demo_spec import DURATION, make_timeline
+from fedvida.data.demo_spec import DURATION, class_look, make_timeline
 
 FPS_CHOICES: tuple[tuple[int, int], ...] = ((24, 1), (25, 1), (30000, 1001), (30, 1))
 SIZE_CHOICES: tuple[tuple[int, int], ...] = ((160, 120), (192, 144), (224, 168), (256, 192))
@@ -61,6 +61,9 @@ class ClipSpec:
         Whether the picture is degraded.
     max_distractors
         Upper bound of distractor shapes.
+    visual_identity
+        ``"pair"``: the two classes of a pair share one picture; ``"class"``: each class has its
+        own look (`fedvida.data.demo_spec.CLASS_LOOK`).
     """
 
     relpath: str
@@ -80,6 +83,7 @@ class ClipSpec:
     channels: int
     ambiguous: bool
     max_distractors: int
+    visual_identity: str = "pair"
 
     @property
     def fps(self) -> Fraction:
@@ -111,10 +115,13 @@ def render_clip(spec: ClipSpec) -> tuple[list[np.ndarray], np.ndarray | None]:
         ``(channels, 3 s * rate)`` float32, or ``None`` when the clip has no audio stream.
     """
     rng = np.random.default_rng([spec.seed, spec.class_index, spec.clip_index, spec.split_index])
-    rng_time, rng_scene, rng_sound = rng.spawn(3)
+    # a fourth child for the class look: the first three (and so "pair" clips) are unchanged
+    rng_time, rng_scene, rng_sound, rng_look = rng.spawn(4)
     tl = make_timeline(spec.category, rng_time)
+    look = class_look(spec.category, rng_look) if spec.visual_identity == "class" else None
     scene = Scene(
-        tl, rng_scene, spec.width, spec.height, spec.ambiguous, spec.max_distractors, noise_bank()
+        tl, rng_scene, spec.width, spec.height, spec.ambiguous, spec.max_distractors, noise_bank(),
+        look,
     )
     n_frames = int(round(DURATION * float(spec.fps)))
     frames = [scene.frame(i / float(spec.fps), i) for i in range(n_frames)]

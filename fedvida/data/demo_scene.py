@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from fedvida.data.demo_draw import SHAPES, Colour, background, blend, draw_shape, random_colour
-from fedvida.data.demo_spec import DURATION, Timeline, envelope
+from fedvida.data.demo_spec import DURATION, Look, Timeline, envelope
 
 AMBIGUITY: tuple[str, ...] = ("low_contrast", "tiny_offcentre", "blur_noise", "dark")
 
@@ -46,6 +46,7 @@ class Scene:
         ambiguous: bool,
         max_distractors: int,
         noise_bank: np.ndarray,
+        look: Look | None = None,
     ) -> None:
         self.tl, self.w, self.h = tl, width, height
         u = float(height)
@@ -58,6 +59,9 @@ class Scene:
         self.scale = rng.uniform(0.95, 1.35)
         self.cols = [random_colour(rng) for _ in range(4)]
         self.kinds = [SHAPES[int(i)] for i in rng.integers(0, len(SHAPES), size=2)]
+        if look is not None:  # visual identity per class: the main object wears its class's look
+            self.kinds = list(look.kinds)
+            self.cols[:2] = list(look.cols)
         self.side = 1.0 if rng.uniform() < 0.5 else -1.0
         self.p = rng.uniform(size=8)  # archetype-specific proportions
         n_ev = tl.onsets.size
@@ -79,6 +83,10 @@ class Scene:
             )
             for _ in range(n_d)
         ]
+        if look is not None:  # distractors wear the looks of random classes
+            self.distractors = [(look.distractors[i % len(look.distractors)][0],
+                                 look.distractors[i % len(look.distractors)][1], *d[2:])
+                                for i, d in enumerate(self.distractors)]
         # camera, light and noise
         shake = rng.uniform(0.0, 0.012) if rng.uniform() < 0.8 else rng.uniform(0.012, 0.03)
         self.cam = (shake * u, rng.uniform(0.3, 2.0, 2), rng.uniform(0, 2 * np.pi, 2))

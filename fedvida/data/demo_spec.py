@@ -236,3 +236,62 @@ def envelope(
         down = np.clip(1.0 - (t - on - dur) / release, 0.0, 1.0)
         env = np.maximum(env, s * np.minimum(up, down))
     return env
+
+
+# ------------------------------------------------------------------ visual identity ("class")
+# With `demo.visual_identity: class` every class has its own look, as in real MiT where what one
+# sees causes what one hears: the main object's two shapes and two hues are the class's (the
+# two classes of a pair differ in both), with a little hue jitter. Distractors wear the looks of
+# random classes (the partner class among them), so the picture is ambiguous unless the model
+# finds the moving main object. Shapes: (main object, second part); hues in [0, 1).
+CLASS_LOOK: dict[str, tuple[str, str, float, float]] = {
+    "barking": ("circle", "ellipse", 0.07, 0.08),  # a round brown head on its body
+    "whistling": ("triangle", "diamond", 0.60, 0.55),  # a pointed blue head
+    "drumming": ("circle", "ellipse", 0.98, 0.10),  # a red stick head over a drum body
+    "hammering": ("square", "square", 0.62, 0.00),  # a grey-blue hammer head over a block
+    "typing": ("square", "square", 0.75, 0.15),  # a flat violet keyboard box
+    "telephoning": ("circle", "hexagon", 0.33, 0.45),  # a green phone box
+    "raining": ("diamond", "square", 0.58, 0.62),  # blue drops onto a wet ground band
+    "applauding": ("circle", "ellipse", 0.08, 0.12),  # skin-coloured hands onto a stage
+    "driving": ("square", "square", 0.00, 0.00),  # a red car on a road
+    "splashing": ("circle", "ellipse", 0.52, 0.55),  # a cyan droplet into water
+}
+HUE_JITTER = 0.04
+
+
+@dataclass(frozen=True)
+class Look:
+    """The class-specific appearance of one clip (`visual_identity: class`).
+
+    Attributes
+    ----------
+    kinds
+        Shapes of the main object and of its second part.
+    cols
+        BGR colours of the main object and of its second part.
+    distractors
+        (shape, BGR colour) per distractor slot: the looks of random classes.
+    """
+
+    kinds: tuple[str, str]
+    cols: tuple[tuple[int, int, int], tuple[int, int, int]]
+    distractors: tuple[tuple[str, tuple[int, int, int]], ...]
+
+
+def _hue_colour(rng: np.random.Generator, hue: float) -> tuple[int, int, int]:
+    import colorsys
+
+    h = (hue + rng.uniform(-HUE_JITTER, HUE_JITTER)) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, rng.uniform(0.55, 1.0), rng.uniform(0.5, 1.0))
+    return (int(b * 255), int(g * 255), int(r * 255))
+
+
+def class_look(category: str, rng: np.random.Generator, slots: int = 8) -> Look:
+    """Draw the look of one clip of ``category`` (and of its distractor slots) from ``rng``."""
+    k0, k1, h0, h1 = CLASS_LOOK[category]
+    names = list(CLASS_LOOK)
+    others = []
+    for _ in range(slots):
+        d0, _, dh, _ = CLASS_LOOK[names[int(rng.integers(0, len(names)))]]
+        others.append((d0, _hue_colour(rng, dh)))
+    return Look((k0, k1), (_hue_colour(rng, h0), _hue_colour(rng, h1)), tuple(others))

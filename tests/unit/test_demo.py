@@ -219,3 +219,42 @@ def test_refuses_a_folder_that_is_not_a_demo(tmp_path: Path) -> None:
             DemoConfig(classes=2, clips_per_class=1, val_clips_per_class=1, workers=1), tmp_path
         )
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def _main_hue(frames: list[np.ndarray], bg: list[np.ndarray]) -> float:
+    """Median hue (0-1) of the pixels where a clip differs from the same clip without its main
+    object's look (so: the pixels the look painted)."""
+    diff = np.stack([np.abs(f.astype(int) - b.astype(int)).sum(axis=2) > 60
+                     for f, b in zip(frames, bg, strict=True)])
+    hsv = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2HSV) for f in frames])
+    return float(np.median(hsv[..., 0][diff]) / 180.0)
+
+
+@pytest.mark.parametrize("pair", [("barking", "whistling"), ("drumming", "hammering")])
+def test_class_identity_gives_each_class_of_a_pair_its_own_look(pair: tuple[str, str]) -> None:
+    # Arrange: the first clip of each class, with and without the class look
+    cfg = DemoConfig(classes=4, clips_per_class=1, val_clips_per_class=1, visual_identity="class")
+    specs = {s.category: s for s in plan_clips(cfg) if s.split == "training"}
+    # Act
+    looks = {}
+    for category in pair:
+        spec = specs[category]
+        frames, audio = render_clip(spec)
+        plain, plain_audio = render_clip(replace(spec, visual_identity="pair"))
+        again, _ = render_clip(spec)
+        # Assert: the sound is untouched, the picture changed, deterministically
+        assert (audio is None and plain_audio is None) or np.array_equal(audio, plain_audio)
+        assert any(not np.array_equal(f, p) for f, p in zip(frames, plain, strict=True))
+        assert all(np.array_equal(f, g) for f, g in zip(frames, again, strict=True))
+        looks[category] = _main_hue(frames, plain)
+    from fedvida.data.demo_spec import CLASS_LOOK
+
+    # the painted pixels carry the class's own main hue (circular distance), not the partner's
+    for category in pair:
+        want = CLASS_LOOK[category][2]
+        other = CLASS_LOOK[pair[1] if category == pair[0] else pair[0]][2]
+
+        def dist(a: float, b: float) -> float:
+            return min(abs(a - b), 1 - abs(a - b))
+
+        assert dist(looks[category], want) < dist(looks[category], other)
