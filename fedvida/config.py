@@ -586,6 +586,15 @@ class Config(Section):
                 "supported (its noisy clipped count is calibrated for a fixed sample); use "
                 "'server-fixed' or 'client-fixed'"
             )
+        expected = self.federation.fraction_train * self.partition.num_clients
+        if self.federation.sampling == "poisson" and dp.mode in {"server-fixed", "client-fixed"} \
+                and expected < 1.0:
+            raise ValueError(
+                f"federation.fraction_train: Poisson sampling with central DP divides the sum of "
+                f"updates by the expected clients per round, q n = {expected:g} "
+                f"({self.federation.fraction_train:g} x partition.num_clients="
+                f"{self.partition.num_clients}); it must be at least 1"
+            )
         if secagg.enabled and self.communication.downlink != "none":
             raise ValueError(
                 "communication.downlink: SecAgg+ rounds send the global model uncompressed; "

@@ -266,6 +266,8 @@ def test_invalid_privacy_combinations_are_one_line_errors() -> None:
           "privacy.dp.mode=client-fixed"], "federation.sampling"),
         (["federation.sampling=poisson", "privacy.dp.mode=server-adaptive"], "privacy.dp.mode"),
         (["federation.sampling=binomial"], "federation.sampling"),
+        (["federation.sampling=poisson", "federation.fraction_train=0.05",
+          "privacy.dp.mode=server-fixed"], "federation.fraction_train"),  # q n = 0.5
     ]:
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as err:
             load_config(None, sets)
@@ -370,8 +372,9 @@ def test_poisson_sampling_is_seeded_independent_and_may_be_empty() -> None:
     assert counts.min() > 0 and counts.max() < 60  # every client, each about 20 times
 
 
+@pytest.mark.parametrize("mode", ["server-fixed", "client-fixed"])
 def test_poisson_central_dp_divides_by_q_n_and_releases_every_round(
-    monkeypatch: pytest.MonkeyPatch
+    mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import flwr.serverapp.strategy.dp_fixed_clipping as flower_fixed
 
@@ -386,7 +389,7 @@ def test_poisson_central_dp_divides_by_q_n_and_releases_every_round(
     # Arrange: 4 clients, q = 0.25 (q n = 1), no noise: the update is sum of clipped / (q n)
     clip, rounds = 0.01, 8
     cfg = load_config(None, ["federation.sampling=poisson", "federation.fraction_train=0.25",
-                             "privacy.dp.mode=server-fixed", "privacy.dp.noise_multiplier=0",
+                             f"privacy.dp.mode={mode}", "privacy.dp.noise_multiplier=0",
                              f"privacy.dp.clipping_norm={clip}"])
     grid = LocalGrid({p: _dp_client() for p in range(4)})
     strategy = privatize(_setup(make_strategy(cfg, 4), grid), cfg, 4)
