@@ -416,3 +416,25 @@ def test_poisson_central_dp_divides_by_q_n_and_releases_every_round(
     report = strategy.privacy_report()  # type: ignore[attr-defined]
     assert report["releases"] == rounds and report["sampling_rate"] == 0.25
     assert "Poisson-subsampled Gaussian" in report["accounting"]
+
+
+def test_poisson_round_without_dp_and_without_clients_keeps_the_model() -> None:
+    # Without DP a Poisson round is a plain round: nobody sampled -> nothing aggregated
+    cfg = load_config(None, ["federation.sampling=poisson", "federation.fraction_train=0.25",
+                             "federation.min_train_clients=1"])
+    grid = LocalGrid({p: stand_in_client() for p in range(4)})
+    strategy = _setup(make_strategy(cfg, 4), grid)
+    record = R.numpy_to_arrays(_initial())
+    kinds = set()
+    for rnd in range(1, 7):
+        conf = ConfigRecord({R.CFG_METHOD: "video_only", R.CFG_EPOCHS: 1,
+                             R.CFG_YAML: cfg.to_yaml()})
+        out = run_round(strategy, grid, rnd, record, conf, ConfigRecord({}), 30.0, 1)  # type: ignore[arg-type]
+        m = len(out.train.replies)
+        assert m == len(sample_partitions(range(4), 0.25, 1, 0, rnd, "poisson"))
+        assert out.aggregated == (m > 0)
+        if m == 0:
+            assert _update_norm(record, out.arrays) == 0.0
+        kinds.add(m > 0)
+        record = out.arrays
+    assert kinds == {True, False}
