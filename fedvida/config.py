@@ -368,7 +368,21 @@ class FederationConfig(Section):
     """Flower federation (simulation and deployment)."""
 
     rounds: int = Field(10, ge=1)
-    fraction_train: float = Field(1.0, gt=0.0, le=1.0)
+    fraction_train: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="Share of clients per round: the fixed sample's size (sampling 'fixed') or "
+        "each client's probability q of joining a round (sampling 'poisson').",
+    )
+    sampling: Literal["fixed", "poisson"] = Field(
+        "fixed",
+        description="Client sampling per round, seeded by (train.seed, round). 'fixed': "
+        "max(int(n x fraction_train), min_train_clients) clients. 'poisson': every client joins "
+        "independently with probability fraction_train (any number, possibly none); central DP "
+        "then releases a noisy aggregate every round with the expected count q n as the fixed "
+        "denominator, and the accountant includes the amplification by sampling. "
+        "min_train_clients does not change a Poisson sample: it is only the number of results "
+        "a round without central DP needs to aggregate.",
+    )
     fraction_evaluate: float = Field(
         0.0, ge=0.0, le=1.0, description="Clients evaluating the global model on local data."
     )
@@ -572,6 +586,21 @@ class Config(Section):
                 f"privacy.dp.mode: central DP noise ('{dp.mode}') is calibrated for averaged "
                 "updates; use federation.strategy fedavg or fedprox, not fedadam"
             )
+        if self.federation.sampling == "poisson" and dp.mode.endswith("adaptive"):
+            raise ValueError(
+                f"privacy.dp.mode: '{dp.mode}' with federation.sampling 'poisson' is not "
+                "supported (its noisy clipped count is calibrated for a fixed sample); use "
+                "'server-fixed' or 'client-fixed'"
+            )
+        expected = self.federation.fraction_train * self.partition.num_clients
+        if self.federation.sampling == "poisson" and dp.mode in {"server-fixed", "client-fixed"} \
+                and expected < 1.0:
+            raise ValueError(
+                f"federation.fraction_train: Poisson sampling with central DP divides the sum of "
+                f"updates by the expected clients per round, q n = {expected:g} "
+                f"({self.federation.fraction_train:g} x partition.num_clients="
+                f"{self.partition.num_clients}); it must be at least 1"
+            )
         if secagg.enabled and self.communication.downlink != "none":
             raise ValueError(
                 "communication.downlink: SecAgg+ rounds send the global model uncompressed; "
@@ -589,6 +618,12 @@ class Config(Section):
         secagg, fed = self.privacy.secagg, self.federation
         if not secagg.enabled:
             return self
+        if fed.sampling == "poisson":
+            raise ValueError(
+                "federation.sampling: 'poisson' samples a random number of clients (possibly "
+                "fewer than privacy.secagg.num_shares, or none); SecAgg+ needs a fixed number "
+                "per round: use sampling 'fixed' with privacy.secagg.enabled"
+            )
         n = self.partition.num_clients  # the run checks again against the connected nodes
         sampled = min(n, max(int(n * fed.fraction_train), fed.min_train_clients))
         problem = secagg.round_problem(sampled)

@@ -25,7 +25,7 @@ from fedvida.federation import records as R
 from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint, save_checkpoint
 from fedvida.federation.compression import describe, instruction_keys
 from fedvida.federation.metering import Traffic
-from fedvida.federation.privacy import privatize
+from fedvida.federation.privacy import CENTRAL_MODES, privatize
 from fedvida.federation.rounds import RoundOutcome, check_engine, exchange, run_round
 from fedvida.federation.secagg import secure_exchange
 from fedvida.federation.settings import run_dir
@@ -211,6 +211,8 @@ def run_method(
             R.CFG_YAML: cfg.to_yaml(), **instruction_keys(cfg.communication)}
     communication = describe(cfg.communication, fed.shared_prefixes)
     minimum = min(fed.min_train_clients, len(nodes))
+    if fed.sampling == "poisson" and cfg.privacy.dp.mode in CENTRAL_MODES:
+        minimum = 0  # DP-FedAvg releases a noisy aggregate every round, whoever was sampled
     nodes_entry = {"connected": len(nodes), "planned": evaluator.plan.num_clients}
 
     def finish(rnd: int, outcome: RoundOutcome, current: dict[str, np.ndarray],

@@ -4,7 +4,12 @@ The aggregation itself is Flower's (``flwr.serverapp.strategy``); the mixin adds
 
 * **seeded client sampling**: the clients of round r are drawn from the plan's partition ids with
   ``numpy.random.default_rng([seed, r])``, not from Flower's node ids (random per run), so a
-  resumed run samples exactly the clients the uninterrupted run would have;
+  resumed run samples exactly the clients the uninterrupted run would have; a fixed-size sample
+  or Poisson sampling (each client independently with probability q, the sampling the DP
+  amplification bounds assume: ``federation.sampling``);
+* **fixed denominator**: under Poisson sampling with central DP the clipped updates are summed
+  and divided by the expected number of clients ``q n``, not by the number that came (DP-FedAvg,
+  McMahan et al. 2018), so one client changes the aggregate by at most ``C / (q n)``;
 * **ordered aggregation**: replies are sorted by partition id before averaging (floating-point
   sums in a fixed order, identical results);
 * **tolerant replies**: a reply whose arrays do not match the broadcast keys is dropped and
@@ -29,18 +34,25 @@ from fedvida.federation.records import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY
 
 
 def sample_partitions(
-    partitions: Iterable[int], fraction: float, minimum: int, seed: int, server_round: int
+    partitions: Iterable[int], fraction: float, minimum: int, seed: int, server_round: int,
+    method: str = "fixed",
 ) -> list[int]:
-    """The partitions that train in a round: ``max(int(n * fraction), minimum)`` of them, seeded.
+    """The partitions that train in a round, seeded.
+
+    ``fixed``: ``max(int(n * fraction), minimum)`` of them. ``poisson``: each partition joins
+    independently with probability ``fraction`` (``minimum`` is ignored; the sample may be empty).
 
     Parameters
     ----------
     partitions
         Partition ids of the connected clients.
     fraction, minimum
-        Share of clients per round, and the least number (capped at the number available).
+        Share of clients per round (Poisson: the probability q), and the least number (fixed
+        only; capped at the number available).
     seed, server_round
         The draw depends on these only.
+    method
+        ``"fixed"`` or ``"poisson"``.
 
     Returns
     -------
@@ -48,6 +60,9 @@ def sample_partitions(
         Sorted partition ids.
     """
     pool = sorted(set(partitions))
+    if method == "poisson":
+        draws = np.random.default_rng([seed, server_round]).random(len(pool))
+        return [int(p) for p, u in zip(pool, draws, strict=True) if u < fraction]
     k = min(len(pool), max(int(len(pool) * fraction), minimum))
     rng = np.random.default_rng([seed, server_round])
     return sorted(int(p) for p in rng.choice(pool, size=k, replace=False))
@@ -105,13 +120,17 @@ class MeteredStrategy(FedAvg):
         self.seed = seed
         self.rejected: list[tuple[int, str]] = []
 
+    sampling: str = "fixed"  # federation.sampling (train rounds; evaluation is always fixed)
+    fixed_denominator: float | None = None  # set under Poisson central DP: q * population
+
     def sample(self, server_round: int, evaluate: bool = False) -> list[int]:
         """Partition ids chosen for a train (or evaluate) round."""
         fraction = self.fraction_evaluate if evaluate else self.fraction_train
         minimum = self.min_evaluate_nodes if evaluate else self.min_train_nodes
         salt = 1_000_003 if evaluate else 0
         return sample_partitions(
-            self.partition_to_node, fraction, minimum, self.seed, server_round + salt
+            self.partition_to_node, fraction, minimum, self.seed, server_round + salt,
+            "fixed" if evaluate else self.sampling,
         )
 
     def _with_fixed_nodes(self, node_ids: list[int], call: Any) -> Iterable[Message]:
@@ -130,6 +149,8 @@ class MeteredStrategy(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         nodes = [self.partition_to_node[p] for p in self.sample(server_round)]
+        if not nodes:  # a Poisson round that sampled nobody
+            return []
         fixed = cast(Grid, _FixedGrid(grid, nodes))
         parent = super().configure_train
         return self._with_fixed_nodes(
@@ -185,13 +206,20 @@ class MeteredStrategy(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is None:
             return None, metrics
         dtypes = getattr(self, "_expected_dtypes", {})
+        out = {k: a.numpy() for k, a in arrays.items()}
+        broadcast = getattr(self, "_broadcast", None)
+        if self.fixed_denominator is not None and broadcast is not None:
+            # uniform mean of m updates -> their sum / (q n): current + (mean - current) m / (q n)
+            scale = len(replies) / self.fixed_denominator
+            out = {k: broadcast[k] + (v - broadcast[k]) * scale for k, v in out.items()}
         cast = ArrayRecord({
-            k: Array(np.ascontiguousarray(a.numpy().astype(dtypes.get(k, a.numpy().dtype))))
-            for k, a in arrays.items()
+            k: Array(np.ascontiguousarray(v.astype(dtypes.get(k, v.dtype))))
+            for k, v in out.items()
         })
         return cast, metrics
 
@@ -199,6 +227,7 @@ class MeteredStrategy(FedAvg):
         """Remember the keys and dtypes of the broadcast model (replies must match them)."""
         self._expected_keys = set(arrays.keys())
         self._expected_dtypes = {k: a.numpy().dtype for k, a in arrays.items()}
+        self._broadcast = {k: a.numpy().astype(np.float64) for k, a in arrays.items()}
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Server optimizer state to checkpoint (FedAdam's moments; empty for FedAvg/FedProx)."""
@@ -249,4 +278,5 @@ def make_strategy(cfg: Config, num_clients: int) -> MeteredStrategy:
         strategy = MeteredFedAdam(eta=fed.server_lr, eta_l=cfg.train.lr, **common)
     else:
         strategy = MeteredStrategy(**common)
+    strategy.sampling = fed.sampling
     return strategy

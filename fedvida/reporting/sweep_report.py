@@ -170,6 +170,7 @@ def _config_facts(cfg: Config) -> dict[str, Any]:
         "clip_rate": w.clip_rate, "client_dist": w.client_dist,
         "no_audio_client_share": w.no_audio_client_share, "test_rate": w.test_rate,
         "rounds": cfg.federation.rounds, "local_epochs": cfg.federation.local_epochs,
+        "sampling": cfg.federation.sampling, "fraction_train": cfg.federation.fraction_train,
     }
 
 

@@ -73,3 +73,34 @@ def test_client_side_clipping_and_central_noise_are_accounted_per_round(
     assert 0.2 * clip < clean <= clip * (1 + 1e-4)
     report = (folder / "report.md").read_text()
     assert "Differential privacy" in report and "| gt_audio | client-fixed |" in report
+
+
+def test_poisson_sampling_with_central_dp_in_the_simulation(
+    fed_pipeline: Config, tmp_path: Path
+) -> None:
+    # Arrange: 4 clients, each joins a round with probability 0.5; server-side clipping
+    from fedvida.federation.strategy import sample_partitions
+
+    cfg = fed_pipeline.model_copy(deep=True)
+    cfg.train.runs_dir = tmp_path / "runs"
+    cfg.federation.sampling = "poisson"
+    cfg.federation.fraction_train = 0.5
+    z = 0.5
+    cfg.privacy.dp.mode = "server-fixed"
+    cfg.privacy.dp.clipping_norm = 0.05
+    cfg.privacy.dp.noise_multiplier = z
+    # Act
+    run_federated(cfg, ["gt_audio"], "poisson")
+    # Assert: the clients of each round are the seeded Poisson sample, every round is a noisy
+    # release (also an empty one), accounted with amplification at q = 0.5
+    lines = RunLog(tmp_path / "runs" / "poisson").read()
+    assert len(lines) == cfg.federation.rounds
+    assert cfg.train.seed == 0 and lines[0]["sampled"] == 0  # seed 0: round 1 samples nobody
+    for rnd, line in enumerate(lines, start=1):
+        expected = sample_partitions(range(4), 0.5, 0, cfg.train.seed, rnd, "poisson")
+        assert line["sampled"] == len(expected) and line["aggregated"]
+        privacy = line["privacy"]
+        assert privacy["releases"] == rnd and privacy["sampling_rate"] == 0.5
+        assert "Poisson-subsampled Gaussian" in privacy["accounting"]
+        assert privacy["epsilon"] == pytest.approx(
+            gaussian_epsilon([(z, rnd)], 1e-5, 4, sampling_rate=0.5))

@@ -26,7 +26,7 @@ from fedvida.federation.privacy import (
     privatize,
 )
 from fedvida.federation.rounds import run_round
-from fedvida.federation.strategy import make_strategy
+from fedvida.federation.strategy import make_strategy, sample_partitions
 
 DELTA = 1e-5
 
@@ -262,6 +262,12 @@ def test_invalid_privacy_combinations_are_one_line_errors() -> None:
         (["privacy.dp.mode=gaussian"], "privacy.dp.mode"),
         (["privacy.dp.noise_multiplier=-1"], "privacy.dp.noise_multiplier"),
         (["privacy.dp.target_delta=1.5"], "privacy.dp.target_delta"),
+        (["federation.sampling=poisson", "privacy.secagg.enabled=true",
+          "privacy.dp.mode=client-fixed"], "federation.sampling"),
+        (["federation.sampling=poisson", "privacy.dp.mode=server-adaptive"], "privacy.dp.mode"),
+        (["federation.sampling=binomial"], "federation.sampling"),
+        (["federation.sampling=poisson", "federation.fraction_train=0.05",
+          "privacy.dp.mode=server-fixed"], "federation.fraction_train"),  # q n = 0.5
     ]:
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as err:
             load_config(None, sets)
@@ -298,3 +304,137 @@ def test_adaptive_noise_uses_the_norm_the_round_clipped_with(
     # the norm in force while it clipped, the last one before the final update
     assert len(used) == 3 and used[0] == 100.0
     assert 100.0 > used[1] > used[2] > final
+
+
+# --- Poisson sampling and the subsampled Gaussian ------------------------------------------------
+def sampled_gaussian_log_rdp(q: float, z: float, alpha: int) -> float:
+    """RDP of the Poisson-subsampled Gaussian at integer order ``alpha``, written out here from
+    Mironov, Talwar & Zhang 2019 (Sec. 3.3), independently of dp-accounting:
+    ``log(sum_k C(alpha,k) (1-q)^(alpha-k) q^k exp((k^2-k) / (2 z^2))) / (alpha - 1)``."""
+    terms = [math.log(math.comb(alpha, k)) + (alpha - k) * math.log1p(-q) + k * math.log(q)
+             + (k * k - k) / (2 * z * z) for k in range(alpha + 1)]
+    top = max(terms)
+    return (top + math.log(sum(math.exp(t - top) for t in terms))) / (alpha - 1)
+
+
+def sampled_gaussian_epsilon(q: float, z: float, rounds: int, delta: float,
+                             standard: bool = False) -> float:
+    """Best integer order of the closed form above, composed over ``rounds``; the standard
+    conversion ``rdp + log(1/delta)/(alpha-1)`` (Mironov 2017) or Balle et al. 2020's Prop. 12."""
+    best = math.inf
+    for a in [*range(2, 64), 128, 256, 512, 1024]:
+        rdp = rounds * sampled_gaussian_log_rdp(q, z, a)
+        if standard:
+            eps = rdp + math.log(1 / delta) / (a - 1)
+        else:
+            eps = rdp + math.log1p(-1 / a) - (math.log(delta) + math.log(a)) / (a - 1)
+        best = min(best, max(eps, 0.0))
+    return best
+
+
+@pytest.mark.parametrize(("q", "z", "rounds"), [(0.01, 0.8, 50), (0.02, 1.0, 100),
+                                                (0.05, 1.5, 30), (0.05, 0.7, 200)])
+def test_poisson_accountant_matches_the_closed_form_rdp_of_the_sampled_gaussian(
+    q: float, z: float, rounds: int
+) -> None:
+    # Act
+    eps = gaussian_epsilon([(z, rounds)], DELTA, 1000, sampling_rate=q)
+    # Assert: the independent closed form with the same conversion; the standard (looser)
+    # conversion bounds it from above; amplification makes it far smaller than without sampling
+    assert eps == pytest.approx(sampled_gaussian_epsilon(q, z, rounds, DELTA), rel=1e-6)
+    assert eps <= sampled_gaussian_epsilon(q, z, rounds, DELTA, standard=True)
+    assert eps < 0.5 * gaussian_epsilon([(z, rounds)], DELTA, 1000)
+
+
+def test_poisson_accounting_at_q_near_one_reduces_to_the_unsampled_number() -> None:
+    # z=1, 3 rounds, delta 1e-5: 9.0 without sampling (docs); q -> 1 takes the Poisson path
+    today = gaussian_epsilon([(1.0, 3)], DELTA, 10)
+    assert today == pytest.approx(9.01, abs=0.01)
+    assert gaussian_epsilon([(1.0, 3)], DELTA, 10, sampling_rate=0.999999) == pytest.approx(
+        today, rel=0.01)
+    assert gaussian_epsilon([(1.0, 3)], DELTA, 10, sampling_rate=1.0) == today
+
+
+def test_poisson_sampling_is_seeded_independent_and_may_be_empty() -> None:
+    pool = list(range(200))
+    first = sample_partitions(pool, 0.05, 2, seed=7, server_round=3, method="poisson")
+    # Assert: reproducible (a resumed run samples the same), differs between rounds
+    assert first == sample_partitions(pool, 0.05, 2, seed=7, server_round=3, method="poisson")
+    assert first != sample_partitions(pool, 0.05, 2, seed=7, server_round=4, method="poisson")
+    sizes = [len(sample_partitions(pool, 0.05, 2, 7, r, "poisson")) for r in range(400)]
+    assert len(set(sizes)) > 5  # a random size, not max(int(n q), minimum)
+    assert np.mean(sizes) == pytest.approx(10, rel=0.1)  # q n on average
+    small = [sample_partitions(range(4), 0.1, 2, 7, r, "poisson") for r in range(50)]
+    assert [] in small  # min_train_clients does not pad a Poisson sample
+    counts = np.bincount([p for r in range(400)
+                          for p in sample_partitions(pool, 0.05, 2, 7, r, "poisson")],
+                         minlength=200)
+    assert counts.min() > 0 and counts.max() < 60  # every client, each about 20 times
+
+
+@pytest.mark.parametrize("mode", ["server-fixed", "client-fixed"])
+def test_poisson_central_dp_divides_by_q_n_and_releases_every_round(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flwr.serverapp.strategy.dp_fixed_clipping as flower_fixed
+
+    asked: list[float] = []
+    real = flower_fixed.compute_stdv
+
+    def spy(noise_multiplier: float, clipping_norm: float, num_sampled_clients: float) -> float:
+        asked.append(num_sampled_clients)
+        return real(noise_multiplier, clipping_norm, num_sampled_clients)
+
+    monkeypatch.setattr(flower_fixed, "compute_stdv", spy)
+    # Arrange: 4 clients, q = 0.25 (q n = 1), no noise: the update is sum of clipped / (q n)
+    clip, rounds = 0.01, 8
+    cfg = load_config(None, ["federation.sampling=poisson", "federation.fraction_train=0.25",
+                             f"privacy.dp.mode={mode}", "privacy.dp.noise_multiplier=0",
+                             f"privacy.dp.clipping_norm={clip}"])
+    grid = LocalGrid({p: _dp_client() for p in range(4)})
+    strategy = privatize(_setup(make_strategy(cfg, 4), grid), cfg, 4)
+    record = R.numpy_to_arrays(_initial())
+    sizes = []
+    for rnd in range(1, rounds + 1):
+        conf = ConfigRecord({R.CFG_METHOD: "video_only", R.CFG_EPOCHS: 1,
+                             R.CFG_YAML: cfg.to_yaml()})
+        out = run_round(strategy, grid, rnd, record, conf, ConfigRecord({}), 30.0, 0)
+        m = len(out.train.replies)
+        sizes.append(m)
+        assert m == len(sample_partitions(range(4), 0.25, 0, 0, rnd, "poisson"))
+        # Assert: every round is a release, also with nobody sampled
+        assert out.aggregated
+        norm = _update_norm(record, out.arrays)
+        assert norm <= m * clip + 1e-6  # at most m clipped updates over q n = 1
+        if m == 0:
+            assert norm == pytest.approx(0.0, abs=1e-6)
+        if m >= 2:
+            assert norm > clip  # a mean of clipped updates could never leave the C ball
+        record = out.arrays
+    assert 0 in sizes and max(sizes) >= 2  # seed 0: both kinds of round happen
+    assert asked == [1.0] * rounds  # the noise's denominator is q n, never the count
+    report = strategy.privacy_report()  # type: ignore[attr-defined]
+    assert report["releases"] == rounds and report["sampling_rate"] == 0.25
+    assert "Poisson-subsampled Gaussian" in report["accounting"]
+
+
+def test_poisson_round_without_dp_and_without_clients_keeps_the_model() -> None:
+    # Without DP a Poisson round is a plain round: nobody sampled -> nothing aggregated
+    cfg = load_config(None, ["federation.sampling=poisson", "federation.fraction_train=0.25",
+                             "federation.min_train_clients=1"])
+    grid = LocalGrid({p: stand_in_client() for p in range(4)})
+    strategy = _setup(make_strategy(cfg, 4), grid)
+    record = R.numpy_to_arrays(_initial())
+    kinds = set()
+    for rnd in range(1, 7):
+        conf = ConfigRecord({R.CFG_METHOD: "video_only", R.CFG_EPOCHS: 1,
+                             R.CFG_YAML: cfg.to_yaml()})
+        out = run_round(strategy, grid, rnd, record, conf, ConfigRecord({}), 30.0, 1)  # type: ignore[arg-type]
+        m = len(out.train.replies)
+        assert m == len(sample_partitions(range(4), 0.25, 1, 0, rnd, "poisson"))
+        assert out.aggregated == (m > 0)
+        if m == 0:
+            assert _update_norm(record, out.arrays) == 0.0
+        kinds.add(m > 0)
+        record = out.arrays
+    assert kinds == {True, False}

@@ -362,3 +362,23 @@ def test_communication_report_bytes_to_target_and_centralised_break_even(tmp_pat
     assert summary["centralised"]["features"] == {
         "bytes": 0, "files": 0, "partitions": 2, "cache_dir": str(tmp_path / "cache")}
     assert (sweep.out / "plots" / "accuracy_vs_bytes.png").is_file()
+
+
+def test_population_privacy_sweep_is_poisson_over_1000_clients_with_epsilon_1_to_10() -> None:
+    from fedvida.federation.privacy import gaussian_epsilon
+
+    sweep = load_sweep(ROOT / "configs" / "sweeps" / "privacy_population.yaml")
+    assert sweep.spec.report.kind == "privacy"
+    assert set(sweep.methods) == {"video_only", "generated"}
+    cfgs = [c.config for c in sweep.cells]
+    assert {c.privacy.dp.mode for c in cfgs} == {"off", "server-fixed"}
+    for c in cfgs:
+        fed = c.federation
+        assert c.partition.num_clients == 1000 and fed.sampling == "poisson"
+        assert 0.01 <= fed.fraction_train <= 0.05
+        # enough training clips for 1000 clients of at least min_clips_per_client each
+        assert c.demo.classes * c.demo.clips_per_class >= 1000 * c.partition.min_clips_per_client
+    eps = sorted(gaussian_epsilon([(c.privacy.dp.noise_multiplier, c.federation.rounds)],
+                                  c.privacy.dp.target_delta, 1000, c.federation.fraction_train)
+                 for c in cfgs if c.privacy.dp.mode != "off")
+    assert len(eps) >= 3 and 0.8 <= eps[0] < 2 and 8 <= eps[-1] <= 11
