@@ -22,18 +22,23 @@ surrogates), so that its path names the same bytes on disk and the clip is found
 from __future__ import annotations
 
 import csv
+import functools
+import gc
 import os
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
 from fedvida.config import ClassSelection, DataConfig
 from fedvida.errors import ConfigError, InputError, ProblemLog, printable
 from fedvida.resources import mit_v1_categories
+
+_T = TypeVar("_T")
 
 CATEGORIES_FILE = "moments_categories.txt"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
@@ -96,6 +101,27 @@ class Layout:
 
 
 BOM = b"\xef\xbb\xbf"
+
+_P = ParamSpec("_P")
+
+
+def bulk_objects(fn: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Run `fn` with the cyclic garbage collector paused (restored after, also on errors).
+
+    Building a MiT-sized index or plan allocates millions of small acyclic objects (rows,
+    `ClipRef`s, `PlannedClip`s); each allocation burst triggers collections that walk them all
+    again, about half the time of loading 800k rows. Reference counting still frees them.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if paused:
+                gc.enable()
+    return wrapper
 
 
 def read_index_lines(path: Path) -> tuple[list[str], list[int]]:
@@ -385,6 +411,7 @@ def _index_split(
     return clips
 
 
+@bulk_objects
 def load_dataset(cfg: DataConfig) -> DatasetIndex:
     """Index a MiT-layout dataset: select classes, cap clips per class, check files exist.
 
