@@ -10,7 +10,9 @@ each step runs in its own process and is timed, with its peak RSS (``os.wait4``)
   case of the problem log);
 - ``fedvida data inspect --index-only`` (the command, counts per class/split and problems);
 - class selection: random 20, a list of 20;
-- ``make_plan`` + ``Plan.save`` + ``Plan.load`` for 1000 clients, Dirichlet 0.5 and IID.
+- ``make_plan`` + ``Plan.save`` + ``Plan.load`` for 1000 clients, Dirichlet 0.5 and IID;
+- ``fedvida partition --set data.check_files=false`` (Dirichlet 0.5, 1000 clients: load, plan,
+  save and the 1000-row table).
 
 Prints one table against the floor (60 s, 2048 MiB per step).
 
@@ -73,7 +75,7 @@ def _child(step: str, root: Path, clients: int, work: Path) -> dict[str, Any]:
                           classes=ClassSelection(mode="random", n=20, seed=1))
     elif step == "select_list20":
         names = [ln.split(",")[0] for ln in
-                 (root / "moments_categories.txt").read_text().splitlines()[::15]]
+                 (root / "moments_categories.txt").read_text().splitlines()[:300:15]]
         data = DataConfig(root=root, check_files=False,
                           classes=ClassSelection(mode="list", names=names))
     index = load_dataset(data)
@@ -111,7 +113,7 @@ def _measure(cmd: list[str]) -> tuple[float, float, int, str]:
 
 
 STEPS = ("load_index", "load_checked", "inspect_index_only", "select_random20", "select_list20",
-         "plan_dirichlet", "plan_iid")
+         "plan_dirichlet", "plan_iid", "partition_cmd")
 
 
 def main() -> int:
@@ -145,6 +147,11 @@ def main() -> int:
         if step == "inspect_index_only":
             cmd = [sys.executable, "-m", "fedvida.cli", "data", "inspect", "--index-only",
                    "--set", f"data.root={root}"]
+        elif step == "partition_cmd":
+            cmd = [sys.executable, "-m", "fedvida.cli", "partition", "--set", f"data.root={root}",
+                   "--set", "data.check_files=false", "--set",
+                   f"partition.num_clients={args.clients}", "--set",
+                   f"partition.plan={root / 'plans' / 'cmd.json'}"]
         else:
             cmd = [sys.executable, __file__, "--child", step, "--out", str(root),
                    "--clients", str(args.clients)]
