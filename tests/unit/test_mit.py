@@ -331,3 +331,46 @@ def test_folder_listing_finds_the_same_missing_clips_as_stat(tmp_path: Path) -> 
     assert missing == by_stat
     assert {c.relpath for c in index.train} == {f"training/{rel}" for rel in listed} - by_stat
     assert index.problems.counts()["missing_dir"] == 3  # validation/<class> absent
+
+
+def test_unquoted_fast_path_reads_rows_as_the_csv_module(tmp_path: Path) -> None:
+    from fedvida.data.mit import read_split_csv
+    from fedvida.errors import ProblemLog
+
+    lines = ["path,label,agree,disagree", "barking/a.mp4,barking,3,0", "training/barking/b.mp4,"
+             "barking ,3,0", " barking/c.mp4,barking", "barking\\d.MP4,barking", "./barking/e.mp4,"
+             "barking", "barking//f.mp4,barking", "barking/../g.mp4,barking", "/abs/h.mp4,barking",
+             "training/i.mp4,barking", "barking/j.txt,barking", "barking/a.mp4,barking", "   ",
+             "", "barking/k.webm,,3", "drumming/sub/l.mp4,drumming\r", "barking/m.mp4 ,barking"]
+    plain, quoted = tmp_path / "plain.csv", tmp_path / "quoted.csv"
+    plain.write_text("\n".join(lines) + "\n")
+    quoted.write_text("\n".join(lines) + '\n"barking/z.mp4",barking\n')  # a quote: csv module
+    log_plain, log_quoted = ProblemLog(), ProblemLog()
+    rows_plain = read_split_csv(plain, "training", log_plain)
+    rows_quoted = read_split_csv(quoted, "training", log_quoted)
+    assert rows_quoted == [*rows_plain, ("barking/z.mp4", "barking")]
+    assert [(p.reason, p.detail, p.path.rsplit(":", 1)[1]) for p in log_plain.problems] == [
+        (p.reason, p.detail, p.path.rsplit(":", 1)[1]) for p in log_quoted.problems]
+    assert ("barking/d.MP4", "barking") in rows_plain and len(log_plain) == 6
+
+
+def test_bulk_objects_restores_the_collector() -> None:
+    import gc
+
+    from fedvida.data.mit import bulk_objects
+
+    @bulk_objects
+    def boom() -> None:
+        assert not gc.isenabled()
+        raise ValueError
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        boom()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        bulk_objects(lambda: None)()
+        assert not gc.isenabled()  # left as found
+    finally:
+        gc.enable()
