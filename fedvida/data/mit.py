@@ -12,6 +12,7 @@ dataset share one layout::
 The annotation files may also sit in ``<root>/annotations/`` and the split folders in
 ``<root>/videos/`` (the layout mmaction2 prepares). Bad rows, unknown categories and clips that
 are listed but missing on disk are recorded in `DatasetIndex.problems`; they never stop a run.
+With ``data.check_files: false`` nothing is looked up on disk: the CSVs are trusted (index only).
 
 Encodings: index files may start with a UTF-8 byte-order mark (spreadsheet exports write one);
 it is dropped. Each line is decoded as UTF-8; a line that is not UTF-8 (e.g. a Latin-1 file name)
@@ -413,7 +414,9 @@ def _index_split(
 
 @bulk_objects
 def load_dataset(cfg: DataConfig) -> DatasetIndex:
-    """Index a MiT-layout dataset: select classes, cap clips per class, check files exist.
+    """Index a MiT-layout dataset: select classes, cap clips per class, check files exist
+    (unless ``cfg.check_files`` is false: then a class with training rows is present and every
+    listed clip is kept).
 
     Parameters
     ----------
