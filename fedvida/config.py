@@ -55,6 +55,11 @@ class DataConfig(Section):
         None, ge=1, description="Cap on test (validation) clips per class (None = all)."
     )
     cap_seed: int = Field(0, description="Seed of the per-class cap sample.")
+    check_files: bool = Field(
+        True,
+        description="Check that listed clips exist (one directory listing per folder); false "
+        "trusts the CSVs: classes with training rows are present, no clip is missing.",
+    )
     train_split: str = Field("training", pattern=r"^[A-Za-z0-9_\-]+$")
     test_split: str = Field("validation", pattern=r"^[A-Za-z0-9_\-]+$")
 

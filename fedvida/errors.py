@@ -32,7 +32,7 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-@dataclass
+@dataclass(slots=True)
 class Problem:
     """One recorded bad input: which file, which kind of problem, and a one-line detail."""
 

@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
                      help="probe at most N clips per split (a seeded sample)")
     ins.add_argument("--problems", default=None, metavar="FILE",
                      help="also write every problem to FILE as JSON lines")
+    ins.add_argument("--index-only", action="store_true",
+                     help="read the index files only: clips per class and split and the index's "
+                          "problems; no clip is opened or checked on disk (data.check_files=false)")
     ins.set_defaults(handler=_inspect)
 
 
@@ -81,6 +84,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     if args.root is not None:
         args.overrides.append(f"data.root={args.root}")
+    if args.index_only:
+        args.overrides.append("data.check_files=false")
     cfg = config_from_args(args)
     from fedvida.data.inspect import inspect_clips, sample_clips
     from fedvida.data.mit import load_dataset
@@ -94,6 +99,11 @@ def _inspect(args: argparse.Namespace) -> int:
                if len(counts) > MAX_CLASS_ROWS else None)
     print_table("clips per class", ["label", "class", cfg.data.train_split, cfg.data.test_split],
                 rows, caption)
+    problems = ProblemLog()
+    problems.extend(index.problems)
+    if args.index_only:
+        _finish_problems(problems, args.problems)
+        return 0
 
     clips = (sample_clips(index.train, args.limit, cfg.data.cap_seed)
              + sample_clips(index.test, args.limit, cfg.data.cap_seed))
@@ -120,11 +130,14 @@ def _inspect(args: argparse.Namespace) -> int:
         ("usable audio", f"{shares['usable_audio']:.1%}"),
     ]
     print_table("clips", ["", "value"], rows2)
-    problems = ProblemLog()
-    problems.extend(index.problems)
     problems.extend(report.problems)
-    print_problems(problems)
-    if args.problems is not None:
-        problems.write_jsonl(args.problems)
-        console.print(f"problems written to {args.problems}", markup=False)
+    _finish_problems(problems, args.problems)
     return 0
+
+
+def _finish_problems(problems: ProblemLog, path: str | None) -> None:
+    """Print the problem summary and write them all to `path` (JSON lines) when asked."""
+    print_problems(problems)
+    if path is not None:
+        problems.write_jsonl(path)
+        console.print(f"problems written to {path}", markup=False)

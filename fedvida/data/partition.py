@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedvida.config import PartitionConfig, WithholdConfig
-from fedvida.data.mit import ClipRef, DatasetIndex
+from fedvida.data.mit import ClipRef, DatasetIndex, bulk_objects
 from fedvida.errors import ConfigError, InputError
 
 PLAN_FORMAT = "fedvida-plan"
@@ -33,7 +33,7 @@ DIRICHLET_ATTEMPTS = 100
 _SPLIT, _RATES, _TRAIN_WITHHOLD, _TEST_WITHHOLD, _NO_AUDIO = range(5)
 
 
-@dataclass
+@dataclass(slots=True)
 class PlannedClip:
     """A clip in the plan; `withheld` means the experiment hides its audio."""
 
@@ -71,6 +71,7 @@ class Plan:
             raise InputError(f"partition id {pid!r}: the plan has {self.num_clients} clients")
         return self.clients[k]
 
+    @bulk_objects
     def save(self, path: Path) -> None:
         """Write the plan as JSON (clips as ``[relpath, label, withheld]`` rows)."""
         def rows(clips: list[PlannedClip]) -> list[list[Any]]:
@@ -95,6 +96,7 @@ class Plan:
         tmp.replace(path)
 
     @classmethod
+    @bulk_objects
     def load(cls, path: Path) -> Plan:
         """Read a plan written by `save`.
 
@@ -154,17 +156,26 @@ def split_iid(n_items: int, n_clients: int, rng: np.random.Generator) -> list[np
 def _dirichlet_once(labels: np.ndarray, n_clients: int, alpha: float, balance: bool,
                     rng: np.random.Generator) -> list[list[int]]:
     parts: list[list[int]] = [[] for _ in range(n_clients)]
+    sizes = np.zeros(n_clients, dtype=np.int64)
     mean_size = len(labels) / n_clients
+    order = np.argsort(labels, kind="stable")  # the clips of each class, in index order
+    starts = np.searchsorted(labels[order], np.unique(labels))
+    members = dict(zip(np.unique(labels).tolist(),
+                       np.split(order, starts[1:]), strict=True))
     for c in rng.permutation(np.unique(labels)):
-        idx = rng.permutation(np.flatnonzero(labels == c))
+        idx = rng.permutation(members[int(c)])
         p = rng.dirichlet(np.full(n_clients, alpha))
         if balance:  # NIID-Bench: clients already above the mean size get no share of this class
-            p = p * (np.array([len(x) for x in parts]) < mean_size)
+            p = p * (sizes < mean_size)
         if not np.isfinite(p).all() or p.sum() <= 0:
             p = np.eye(n_clients)[rng.integers(n_clients)]
         cuts = (np.cumsum(p / p.sum()) * len(idx)).astype(int)[:-1]
-        for k, chunk in enumerate(np.split(idx, cuts)):
-            parts[k].extend(int(i) for i in chunk)
+        bounds = [0, *cuts.tolist(), len(idx)]
+        chunks = idx.tolist()
+        for k in range(n_clients):
+            if bounds[k + 1] > bounds[k]:
+                parts[k].extend(chunks[bounds[k]:bounds[k + 1]])
+        sizes += np.diff(bounds)
     return parts
 
 
@@ -175,8 +186,8 @@ def _rebalance(parts: list[list[int]], labels: np.ndarray, min_size: int,
     A receiving client takes, where it can, a clip of its own dominant class, so the label skew
     that the Dirichlet draw created is kept as far as possible.
     """
+    sizes = np.array([len(p) for p in parts])
     while True:
-        sizes = np.array([len(p) for p in parts])
         needy = int(np.argmin(sizes))
         if sizes[needy] >= min_size:
             return
@@ -189,6 +200,8 @@ def _rebalance(parts: list[list[int]], labels: np.ndarray, min_size: int,
             pool = np.arange(len(parts[donor]))
         pick = int(pool[rng.integers(pool.size)])
         parts[needy].append(parts[donor].pop(pick))
+        sizes[needy] += 1
+        sizes[donor] -= 1
 
 
 def split_dirichlet(labels: np.ndarray, n_clients: int, alpha: float, min_size: int,
@@ -248,9 +261,11 @@ def withhold_mask(labels: np.ndarray, rate: float, exact: bool,
 
 
 def _planned(clips: list[ClipRef], mask: np.ndarray) -> list[PlannedClip]:
-    return [PlannedClip(c.relpath, c.label, bool(w)) for c, w in zip(clips, mask, strict=True)]
+    return [PlannedClip(c.relpath, c.label, w)
+            for c, w in zip(clips, mask.tolist(), strict=True)]
 
 
+@bulk_objects
 def make_plan(index: DatasetIndex, cfg: PartitionConfig) -> Plan:
     """Partition the training clips over clients and decide the withheld audio.
 
@@ -285,7 +300,7 @@ def make_plan(index: DatasetIndex, cfg: PartitionConfig) -> Plan:
     exact = w.client_dist != "none"
     clients = []
     for k, part in enumerate(parts):
-        clips = [train[int(i)] for i in part]
+        clips = [train[i] for i in part.tolist()]
         rate_rng = np.random.default_rng([cfg.seed, _TRAIN_WITHHOLD, k])
         mask = withhold_mask(labels[part], rates[k], exact, rate_rng)
         clients.append(_planned(clips, mask))

@@ -267,3 +267,110 @@ def test_data_demo_command_writes_a_readable_dataset(tmp_path: Path,
 
     assert main(["data", "demo", "--out", str(out_dir), "--classes", "11"]) == 2
     assert "demo.classes" in capsys.readouterr().err
+
+
+def _index_only_tree(root: Path) -> None:
+    """Index files only (no clip files): 3 classes listed, one more in the categories file."""
+    root.mkdir(parents=True)
+    (root / "moments_categories.txt").write_text(
+        "".join(f"{c},{i}\n" for i, c in enumerate([*CLASSES, "clapping"])))
+    for split, n in (("training", 5), ("validation", 2)):
+        rows = [f"{c}/yt-{c[:3]}{k:03d}.mp4,{c},3,0" for c in CLASSES for k in range(n)]
+        if split == "training":
+            rows += ["typing/ghost.mp4,sleeping,3,0", "only-one-column"]
+        (root / f"{split}Set.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_index_only_trusts_the_csvs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "mit"
+    _index_only_tree(root)
+
+    checked = load_dataset(DataConfig(root=root))
+    assert checked.train == [] and checked.problems.counts()["missing_dir"] == 3
+
+    index = load_dataset(DataConfig(root=root, check_files=False))
+    assert index.classes == CLASSES  # "clapping" has no training row: not present
+    assert len(index.train) == 15 and len(index.test) == 6
+    assert index.problems.counts() == {"unknown_category": 1, "bad_row": 1}
+    random2 = load_dataset(DataConfig(root=root, check_files=False,
+                                      classes=ClassSelection(mode="random", n=2)))
+    assert len(random2.classes) == 2 and set(random2.classes) <= set(CLASSES)
+    capped = load_dataset(DataConfig(root=root, check_files=False, max_clips_per_class=2))
+    assert len(capped.train) == 6
+
+    code = main(["data", "inspect", "--index-only", "--root", str(root), "--problems",
+                 str(tmp_path / "problems.jsonl")])
+    out = " ".join(capsys.readouterr().out.split())  # console lines may wrap
+    assert code == 0
+    assert "3 classes, 15 training + 6 test clips" in out
+    assert "bad_row=1" in out and "unknown_category=1" in out
+    assert "frame rates" not in out and "clips probed" not in out  # nothing opened
+    assert len((tmp_path / "problems.jsonl").read_text().splitlines()) == 2
+
+
+def test_folder_listing_finds_the_same_missing_clips_as_stat(tmp_path: Path) -> None:
+    root = tmp_path / "mit"
+    _index_only_tree(root)
+    # nested folder rows, a quoted row (the csv module path) and a few files present
+    with (root / "trainingSet.csv").open("a") as fh:
+        fh.write('barking/sub/deep.mp4,barking,3,0\n"drumming/q,uoted.mp4",drumming,3,0\n')
+    for rel in ("barking/yt-bar000.mp4", "barking/yt-bar003.mp4", "drumming/yt-dru001.mp4",
+                "barking/sub/deep.mp4", "drumming/q,uoted.mp4"):
+        (root / "training" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "training" / rel).write_bytes(b"")
+    (root / "training" / "typing").mkdir()  # present, every clip missing
+    (root / "validation").mkdir()
+
+    index = load_dataset(DataConfig(root=root))
+
+    import csv as csv_module
+    listed = [r[0] for r in csv_module.reader((root / "trainingSet.csv").open())
+              if len(r) > 1 and r[1] in CLASSES]
+    by_stat = {f"training/{rel}" for rel in listed if not (root / "training" / rel).is_file()}
+    missing = {p.path for p in index.problems.problems if p.reason == "missing"}
+    assert missing == by_stat
+    assert {c.relpath for c in index.train} == {f"training/{rel}" for rel in listed} - by_stat
+    assert index.problems.counts()["missing_dir"] == 3  # validation/<class> absent
+
+
+def test_unquoted_fast_path_reads_rows_as_the_csv_module(tmp_path: Path) -> None:
+    from fedvida.data.mit import read_split_csv
+    from fedvida.errors import ProblemLog
+
+    lines = ["path,label,agree,disagree", "barking/a.mp4,barking,3,0", "training/barking/b.mp4,"
+             "barking ,3,0", " barking/c.mp4,barking", "barking\\d.MP4,barking", "./barking/e.mp4,"
+             "barking", "barking//f.mp4,barking", "barking/../g.mp4,barking", "/abs/h.mp4,barking",
+             "training/i.mp4,barking", "barking/j.txt,barking", "barking/a.mp4,barking", "   ",
+             "", "barking/k.webm,,3", "drumming/sub/l.mp4,drumming\r", "barking/m.mp4 ,barking"]
+    plain, quoted = tmp_path / "plain.csv", tmp_path / "quoted.csv"
+    plain.write_text("\n".join(lines) + "\n")
+    quoted.write_text("\n".join(lines) + '\n"barking/z.mp4",barking\n')  # a quote: csv module
+    log_plain, log_quoted = ProblemLog(), ProblemLog()
+    rows_plain = read_split_csv(plain, "training", log_plain)
+    rows_quoted = read_split_csv(quoted, "training", log_quoted)
+    assert rows_quoted == [*rows_plain, ("barking/z.mp4", "barking")]
+    assert [(p.reason, p.detail, p.path.rsplit(":", 1)[1]) for p in log_plain.problems] == [
+        (p.reason, p.detail, p.path.rsplit(":", 1)[1]) for p in log_quoted.problems]
+    assert ("barking/d.MP4", "barking") in rows_plain and len(log_plain) == 6
+
+
+def test_bulk_objects_restores_the_collector() -> None:
+    import gc
+
+    from fedvida.data.mit import bulk_objects
+
+    @bulk_objects
+    def boom() -> None:
+        assert not gc.isenabled()
+        raise ValueError
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        boom()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        bulk_objects(lambda: None)()
+        assert not gc.isenabled()  # left as found
+    finally:
+        gc.enable()
