@@ -46,15 +46,22 @@ def test_train_all_methods_on_real_demo_features(
     assert all(m in out for m in METHODS)
     (folder,) = (tmp_path / "runs").iterdir()
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert list(metrics["methods"]) == list(METHODS)
+    assert list(metrics["methods"]) == [*METHODS, "linear_probe"]  # the probe beside them
+    n_test = metrics["methods"]["video_only"]["test"]["num-examples"]
     for method, entry in metrics["methods"].items():
         test = entry["test"]
         assert 0.0 <= test["top1"] <= 1.0, method
-        assert test["num-examples"] == sum(map(sum, entry["confusion"]))
+        assert sum(map(sum, entry["confusion"])) == n_test, method
+        # the missing-audio metrics, on the clips whose real audio is withheld
+        assert test["n_missing"] >= 1 and 0.0 <= test["top1_missing"] <= 1.0, method
+    for method in METHODS:
+        assert 0.0 <= metrics["methods"][method]["test"]["top1_missing_oracle"] <= 1.0
+    assert "Missing audio" in out and "gap closed" in out
+    assert (folder / "missing_audio.md").read_text().startswith("## Missing audio")
     assert "gen_cos" in metrics["methods"]["generated"]["test"]
     assert "svdmap_retention" in metrics["methods"]["svdmap"]["test"]
     with (folder / "metrics.csv").open() as fh:
-        assert [row["method"] for row in csv.DictReader(fh)] == list(METHODS)
+        assert [row["method"] for row in csv.DictReader(fh)] == [*METHODS, "linear_probe"]
     for name in ("config.yaml", "comparison.png", "confusion.png", "svdmap_sweep.png"):
         assert (folder / name).stat().st_size > 0, name
     assert len(list(folder.glob("model-*.safetensors"))) == len(METHODS)
