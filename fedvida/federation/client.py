@@ -228,10 +228,10 @@ def train(msg: Message, context: Context) -> Message:
         load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in local_in.items()})
     val_metrics: dict[str, float] = {}
     if len(val):  # the global model on this client's validation clips, before local training
-        from fedvida.training.local import evaluate as evaluate_local
+        from fedvida.training.local import validation_top1
 
-        checked = evaluate_local(model, val, cfg, dictionary)
-        val_metrics = {"val_top1": checked["top1"], "val-examples": float(len(val))}
+        val_metrics = {"val_top1": validation_top1(model, val, cfg, dictionary),
+                       "val-examples": float(len(val))}
     mu = cfg.federation.proximal_mu
     proximal = incoming if mu > 0 else None  # load_state copied it: still the global weights
     fit_start = time.perf_counter()

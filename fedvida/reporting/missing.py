@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedvida.training.evaluation import (
+    GAP_COLUMNS,
     PROBE,
     REAL_REFERENCE,
     VIDEO_REFERENCE,
@@ -22,8 +23,7 @@ from fedvida.training.evaluation import (
     gap_table,
 )
 
-HEADER = ["method", "top1 missing", "video only", "real audio", "gap closed", "F1 missing",
-          "F1 video", "F1 real", "F1 gap", "d top1 w/ audio"]
+HEADER = ["method", *GAP_COLUMNS]
 CAPTION = ("On the test clips whose real audio is withheld: the method's fill-in, video_only "
            "and gt_audio given the real audio back on the same clips; gap closed = (method - "
            "video) / (real - video); d top1 w/ audio = top-1 on clips that keep their real "
@@ -48,14 +48,21 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _n_missing(results: Mapping[str, Mapping[str, Any]]) -> int | None:
+    """Missing-audio clips of a run's evaluation (None when nothing was measured on them)."""
+    if not any("top1_missing" in r for r in results.values()):
+        return None
+    return next((int(r["n_missing"]) for r in results.values() if "n_missing" in r), 0)
+
+
 def markdown(results: Mapping[str, Mapping[str, Any]], methods: Sequence[str] | None = None,
              title: str = "Missing audio: the oracle gap") -> list[str]:
     """Markdown lines: a heading, the caption, the table (empty when nothing was measured)."""
     from fedvida.reporting.runlog import markdown_table
 
-    if not any("top1_missing" in r for r in results.values()):
+    n = _n_missing(results)
+    if n is None:
         return []
-    n = next((int(r["n_missing"]) for r in results.values() if "n_missing" in r), 0)
     return [f"## {title} ({n} test clips)", "", CAPTION, "",
             *markdown_table(HEADER, missing_rows(results, methods)), ""]
 
@@ -65,9 +72,9 @@ def print_missing(results: Mapping[str, Mapping[str, Any]], title: str,
     """Print the table on the terminal (nothing when no missing-audio metric exists)."""
     from fedvida.reporting.console import print_table
 
-    if not any("top1_missing" in r for r in results.values()):
+    n = _n_missing(results)
+    if n is None:
         return
-    n = next((int(r["n_missing"]) for r in results.values() if "n_missing" in r), 0)
     print_table(f"{title}: {n} test clips whose real audio is withheld", HEADER,
                 missing_rows(results, methods), caption=CAPTION)
 

@@ -25,8 +25,8 @@ import numpy as np
 VIDEO_REFERENCE = "video_only"
 REAL_REFERENCE = "gt_audio"
 PROBE = "linear_probe"
-GAP_COLUMNS = ("top1_missing", "top1 video", "top1 real", "gap_closed", "F1_missing",
-               "F1 video", "F1 real", "F1 gap_closed", "d top1 w/ audio")
+GAP_COLUMNS = ("top1 missing", "video only", "real audio", "gap closed", "F1 missing",
+               "F1 video", "F1 real", "F1 gap", "d top1 w/ audio")  # the headers of `gap_table`
 
 
 def gap_closed(method: float, video: float, real: float) -> float:

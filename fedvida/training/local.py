@@ -203,7 +203,8 @@ def train_local(
                 update_prototypes(model, tensors, device)
             epoch_metrics = {k: v / n for k, v in sums.items()}
             if val is not None and len(val) > 0:
-                val_top1 = _val_top1(model, val, cfg, dictionary, ctx.spec.name, class_names)
+                val_top1 = validation_top1(model, val, cfg, dictionary, ctx.spec.name,
+                                           class_names)
                 epoch_metrics["val_top1"] = val_top1
                 if keep_best and (best is None or val_top1 > best[0]):
                     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -269,9 +270,10 @@ def update_prototypes(model: FedvidaModel, tensors: ClipTensors, device: torch.d
     model.prototypes.update(cat.to(device), tensors.labels[mask].to(device), len(tensors))
 
 
-def _val_top1(model: FedvidaModel, val: FeatureSet, cfg: Config,
-              dictionary: SemanticDictionary | None, method: str,
-              class_names: Sequence[str] | None) -> float:
+def validation_top1(model: FedvidaModel, val: FeatureSet, cfg: Config,
+                    dictionary: SemanticDictionary | None, method: str | None = None,
+                    class_names: Sequence[str] | None = None) -> float:
+    """Top-1 of the method on validation clips (no SVDMap threshold sweep, no other metric)."""
     p = predict(model, val, cfg, dictionary, method=method, class_names=class_names,
                 sweep=False)
     return topk_accuracy(p.logits, p.labels, 1)
