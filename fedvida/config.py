@@ -421,6 +421,14 @@ class FederationConfig(Section):
         "off: in memory only (a resume restarts them from their initial values).",
     )
     eval_every: int = Field(1, ge=1, description="Server-side evaluation every k rounds.")
+    select_round: Literal["validation", "last"] = Field(
+        "validation",
+        description="Which round's global model a run reports. 'validation': the evaluated "
+        "round whose global model scored the best top-1 on the clients' validation splits "
+        "(reported by the next round's clients before they train, and by every client after "
+        "the last round), the federated counterpart of centralised early stopping; never the "
+        "test split. 'last': the final round's model.",
+    )
     allow_fewer_nodes: bool = Field(
         False,
         description="Train when fewer nodes answer than the plan has clients (a warning names "

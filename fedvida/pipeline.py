@@ -180,7 +180,9 @@ def run_pipeline(
     from fedvida.reporting.missing import markdown as missing_markdown
     from fedvida.reporting.missing import print_missing
 
-    print_missing(federated, "Missing audio, federated global model", list(methods))
+    chosen = ("round chosen on the clients' validation top-1"
+              if cfg.federation.select_round == "validation" else "after the last round")
+    print_missing(federated, f"Missing audio, federated global model ({chosen})", list(methods))
     print_missing(central, "Missing audio, centralised reference")
     missing_md = (missing_markdown(federated, list(methods), "Missing audio, federated")
                   + missing_markdown(central, None, "Missing audio, centralised reference"))

@@ -267,13 +267,22 @@ def evaluate(msg: Message, context: Context) -> Message:
 
     cfg, conf, partition = _setup(msg, context)
     plan, data = local_features(cfg, partition)
+    validate_only = bool(conf.get(R.CFG_VALIDATE, False))
+    if validate_only:  # the server chooses a round: the global model on the validation split
+        plan, _, data = train_and_validation(cfg, partition)
     dictionary = dictionary_for(cfg, str(conf.get(R.CFG_DIGEST, "")))
     incoming = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
     model, entry = _model(cfg, plan, data, incoming)
     kept = context.state.array_records.get(f"{LOCAL_STATE_KEY}:{cfg.train.method}")
     if kept is not None:
         load_state(model, R.arrays_to_state(kept))
-    metrics = evaluate_local(model, data, cfg, dictionary)
+    if validate_only:
+        from fedvida.training.local import validation_top1
+
+        metrics = ({"val_top1": validation_top1(model, data, cfg, dictionary)}
+                   if len(data) else {})
+    else:
+        metrics = evaluate_local(model, data, cfg, dictionary)
     _release(entry)
     metrics = {**metrics, R.WEIGHT_KEY: int(len(data.labels)), "partition-id": partition}
     return Message(R.reply(None, metrics), reply_to=msg)

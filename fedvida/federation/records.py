@@ -29,6 +29,7 @@ CFG_SEED = "seed"
 CFG_DIGEST = "dictionary-digest"
 CFG_YAML = "fedvida-config"
 CFG_PROX = "proximal-mu"
+CFG_VALIDATE = "validate-only"  # an evaluate message asking for validation top-1 only
 
 # A compressed reply (fedvida.federation.compression) carries shared tensor ``k`` as derived
 # arrays ``k::<part>``; `check_reply` counts them as ``k``.

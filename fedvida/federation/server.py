@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedvida.config import Config
 from fedvida.errors import FedvidaError
 from fedvida.federation import records as R
 from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint, save_checkpoint
-from fedvida.federation.compression import describe, instruction_keys
+from fedvida.federation.compression import compress_broadcast, describe, instruction_keys
 from fedvida.federation.metering import Traffic
 from fedvida.federation.privacy import CENTRAL_MODES, privatize
 from fedvida.federation.rounds import RoundOutcome, check_engine, exchange, run_round
@@ -216,7 +216,8 @@ def run_method(
     nodes_entry = {"connected": len(nodes), "planned": evaluator.plan.num_clients}
 
     def finish(rnd: int, outcome: RoundOutcome, current: dict[str, np.ndarray],
-               state: dict[str, np.ndarray], t0: float, privacy: dict[str, Any] | None) -> None:
+               state: dict[str, np.ndarray], t0: float, privacy: dict[str, Any] | None,
+               validation: dict[str, Any] | None = None) -> None:
         server: dict[str, float] = {}
         e0 = time.perf_counter()
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
@@ -226,6 +227,9 @@ def run_method(
         line = round_line(method, rnd, outcome, server, time.perf_counter() - t0, eval_seconds)
         line["communication"] = communication  # codecs and shared model parts of the bytes
         line["nodes"] = nodes_entry  # a run with fewer nodes than the plan says so per line
+        line["select_round"] = fed.select_round  # how final_metrics picks the reported round
+        if validation is not None:
+            line["validation"] = validation
         if privacy is not None:
             line["privacy"] = privacy
         line["finished_at"] = time.time()
@@ -248,11 +252,38 @@ def run_method(
             current = R.arrays_to_numpy(record)
             state = {k: np.array(v) for k, v in strategy.state_arrays().items()}
             privacy = strategy.privacy_report() if hasattr(strategy, "privacy_report") else None
+            validation = None
+            if rnd == fed.rounds and fed.select_round == "validation":
+                validation = validate(grid, record, base, nodes, fed.client_timeout_s)
             if pending is not None:
                 pending.result()
-            pending = pool.submit(finish, rnd, outcome, current, state, t0, privacy)
+            pending = pool.submit(finish, rnd, outcome, current, state, t0, privacy, validation)
         if pending is not None:
             pending.result()
+
+
+def validate(grid: Grid, arrays: ArrayRecord, base: dict[str, Any], nodes: dict[int, int],
+             timeout: float) -> dict[str, Any]:
+    """Every node's validation top-1 of the final global model (``federation.select_round``).
+
+    Rounds before the last are validated for free: the clients of round r + 1 score the global
+    model of round r on their validation split before training. The last round's model gets
+    this one evaluate exchange (no training). Returns ``val_top1`` (weighted by validation
+    clips), the number of clients that answered and the bytes moved.
+    """
+    from fedvida.federation.strategy import weighted_metrics
+
+    config = {**base, R.CFG_VALIDATE: True}
+    messages = [Message(R.instruction(arrays, config), dst_node_id=node,
+                        message_type=MessageType.EVALUATE) for node in sorted(nodes)]
+    result = exchange(grid, compress_broadcast(messages), nodes, timeout)
+    ok = [r.content for r in result.replies if not r.has_error()]
+    metrics = weighted_metrics(ok) if ok else {}
+    out: dict[str, Any] = {"clients": len(ok), "bytes_down": result.traffic.down,
+                           "bytes_up": result.traffic.up}
+    if "val_top1" in metrics:
+        out["val_top1"] = float(metrics["val_top1"])  # type: ignore[arg-type]
+    return out
 
 
 def resume_message(method: str, done: int, rounds: int, folder: Path) -> str:

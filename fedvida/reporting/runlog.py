@@ -12,6 +12,7 @@ metrics keyed by partition id) and, when clients evaluate, ``client_eval``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -65,18 +66,74 @@ class RunLog:
         return list(dict.fromkeys(str(ln["method"]) for ln in self.read()))
 
 
-def final_metrics(lines: list[dict[str, Any]]) -> dict[str, Any]:
-    """Summary of one method: last server metrics, round count, totals of time and bytes."""
+def validation_by_round(lines: list[dict[str, Any]]) -> dict[int, float]:
+    """Clients' validation top-1 of each round's global model, from a method's log lines.
+
+    The clients of round r + 1 report ``val_top1`` of round r's global model (scored before they
+    train), and the last round's model is scored in its line's ``validation`` entry
+    (`fedvida.federation.server.validate`). Round 0 is the initial model.
+    """
+    out: dict[int, float] = {}
+    for ln in lines:
+        rnd = int(ln["round"])
+        val = ln.get("train", {}).get("val_top1")
+        if val is not None and math.isfinite(float(val)):
+            out[rnd - 1] = float(val)
+        final = (ln.get("validation") or {}).get("val_top1")
+        if final is not None and math.isfinite(float(final)):
+            out[rnd] = float(final)
+    return out
+
+
+def selected_line(lines: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The evaluated round a run reports (``federation.select_round``), or ``None``.
+
+    ``"validation"`` (written in every line by the server): of the rounds with server metrics
+    and a validation score, the best validation top-1 (the later round on a tie); a run without
+    any validation score (no validation clips, or an old run) falls back to the last evaluated
+    round, as does ``"last"``.
+    """
+    evaluated = [ln for ln in lines if ln.get("server")]
+    if not evaluated:
+        return None
+    if lines[-1].get("select_round") == "validation":
+        val = validation_by_round(lines)
+        scored = [ln for ln in evaluated if int(ln["round"]) in val]
+        if scored:
+            return max(scored, key=lambda ln: (val[int(ln["round"])], int(ln["round"])))
+    return evaluated[-1]
+
+
+def final_metrics(lines: list[dict[str, Any]], select: bool = True) -> dict[str, Any]:
+    """Summary of one method: the reported round's server metrics, totals of time and bytes.
+
+    The server metrics are those of `selected_line` (``selected_round``; its clients'
+    ``val_top1`` as ``selected_val_top1`` when chosen on validation); ``rounds``, seconds, bytes
+    and failures cover every round run. ``select=False``: the last evaluated round's metrics
+    whatever ``select_round`` says (a sweep compares the models its checkpoints end with).
+    """
     if not lines:
         return {}
     evaluated = [ln for ln in lines if ln.get("server")]
-    last = evaluated[-1]["server"] if evaluated else {}
+    chosen = selected_line(lines) if select else (evaluated[-1] if evaluated else None)
+    last = chosen["server"] if chosen else {}
+    extra: dict[str, Any] = {}
+    if chosen is not None:
+        extra["selected_round"] = int(chosen["round"])
+        val = validation_by_round(lines).get(int(chosen["round"]))
+        if val is not None and lines[-1].get("select_round") == "validation":
+            extra["selected_val_top1"] = val
     return {
         **{k: v for k, v in last.items() if isinstance(v, int | float)},
+        **extra,
         "rounds": int(lines[-1]["round"]),
         "seconds": float(sum(ln.get("seconds", 0.0) for ln in lines)),
-        "bytes_down": int(sum(ln.get("bytes_down", 0) for ln in lines)),
-        "bytes_up": int(sum(ln.get("bytes_up", 0) for ln in lines)),
+        # the final validation exchange (select_round) moves bytes too
+        "bytes_down": int(sum(ln.get("bytes_down", 0)
+                              + (ln.get("validation") or {}).get("bytes_down", 0)
+                              for ln in lines)),
+        "bytes_up": int(sum(ln.get("bytes_up", 0) + (ln.get("validation") or {}).get("bytes_up", 0)
+                            for ln in lines)),
         "failures": int(sum(len(ln.get("failures", [])) for ln in lines)),
         "train_loss": float(lines[-1].get("train", {}).get("train_loss", float("nan"))),
         **_privacy_summary(lines[-1].get("privacy")),
@@ -141,6 +198,14 @@ def _communication_table(log: RunLog, methods: list[str]) -> list[str]:
     return out
 
 
+def _chosen_words(log: RunLog, methods: list[str]) -> str:
+    """How the reported round was chosen, in words (from the runs' ``select_round``)."""
+    rules = {str(log.rounds(m)[-1].get("select_round", "last")) for m in methods if log.rounds(m)}
+    if rules == {"validation"}:
+        return "global model of the round with the best clients' validation top-1"
+    return "global model after the last round"
+
+
 def write_report(run_dir: Path, title: str | None = None) -> Path:
     """Write ``report.md`` (final table, per-round tables, plots) from ``metrics.jsonl``."""
     from fedvida.reporting.plots import plot_run
@@ -155,13 +220,16 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
     out = [f"# {title or run_dir.name}: federated run", ""]
     final = [final_metrics(log.rounds(m)) for m in methods]
     out += missing_markdown(dict(zip(methods, final, strict=True)), methods,
-                            "Missing audio: the oracle gap, global model after the last round")
+                            "Missing audio: the oracle gap, " + _chosen_words(log, methods))
     out += ["## All test clips", ""]
-    out += ["Global model on the test split after the last round; bytes are serialized "
-            "messages summed over all rounds (down = server to clients).", ""]
+    out += [f"Global model on the test split ({_chosen_words(log, methods)}; `round` is the "
+            "round reported, of `rounds` run); bytes are serialized messages summed over all "
+            "rounds (down = server to clients).", ""]
     out += markdown_table(
-        ["method", "rounds", *cols, "train loss", "MB down", "MB up", "seconds", "failures"],
-        [[m, f["rounds"], *(f.get(c, "-") for c in cols), f["train_loss"], _mb(f["bytes_down"]),
+        ["method", "round", "rounds", *cols, "train loss", "MB down", "MB up", "seconds",
+         "failures"],
+        [[m, f.get("selected_round", "-"), f["rounds"], *(f.get(c, "-") for c in cols),
+          f["train_loss"], _mb(f["bytes_down"]),
           _mb(f["bytes_up"]), f"{f['seconds']:.1f}", f["failures"]]
          for m, f in zip(methods, final, strict=True)],
     )

@@ -199,7 +199,7 @@ def cell_summary(cell: Cell, result: CellResult | None, metric: str) -> dict[str
         if not lines:
             continue
         final = {k: _num(v) if isinstance(v, float) else v
-                 for k, v in final_metrics(lines).items()}
+                 for k, v in final_metrics(lines, select=False).items()}
         privacy = lines[-1].get("privacy") or {}
         if cell.config.privacy.dp.mode == "off":
             eps, delta = None, None

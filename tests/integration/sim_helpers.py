@@ -97,4 +97,7 @@ def assert_resumed_log(resumed: list[dict[str, Any]], original: list[dict[str, A
         if (got["method"], got["round"]) == rerun:
             for key in ("bytes_down", "bytes_down_train"):
                 assert got.pop(key) - want.pop(key) == want["sampled"] * name_delta, key
+            if "validation" in want:  # the final validation exchange asks every node
+                down = got["validation"].pop("bytes_down") - want["validation"].pop("bytes_down")
+                assert down == want["validation"]["clients"] * name_delta
         assert got == want

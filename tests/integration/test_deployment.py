@@ -158,8 +158,9 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
     # 0.95 (no object skipped) to 1.12 (the untrained generator skipped once per round); skipping
     # every unchanged array of both replies would give about 1.4. Both bands catch a 2x miscount.
     fab = len(build_fab_from_disk(PROJECT))
-    down = sum(ln["bytes_down"] for ln in lines)
-    up = sum(ln["bytes_up"] for ln in lines)
+    # every round's exchanges plus the last round's validation exchange (select_round)
+    down = sum(ln["bytes_down"] + ln.get("validation", {}).get("bytes_down", 0) for ln in lines)
+    up = sum(ln["bytes_up"] + ln.get("validation", {}).get("bytes_up", 0) for ln in lines)
     counts = (f"wire down {wire.down} up {wire.up} ({wire.connections} connections), metered "
               f"down {down} up {up}, FAB {fab}")
     assert wire.connections >= 2 and wire.refused == 0, counts
@@ -182,9 +183,12 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
     # its wire: three nodes fetch the app once each; the masked vectors (random int64, twice
     # the float32 update) are never skipped by the object store
     down2, up2 = wire_all.down - wire.down, wire_all.up - wire.up
-    counts = (f"SecAgg+: wire down {down2} up {up2}, metered down {line['bytes_down']} up "
-              f"{line['bytes_up']}, stages {stages}")
-    assert wire_all.refused == 0 and down2 >= line["bytes_down"] + 3 * fab, counts
-    assert 0.9 <= line["bytes_down"] / (down2 - 3 * fab) <= 1.0, counts
-    assert 0.9 <= line["bytes_up"] / up2 <= 1.1, counts
+    val = line.get("validation", {})
+    sdown = line["bytes_down"] + val.get("bytes_down", 0)
+    sup = line["bytes_up"] + val.get("bytes_up", 0)
+    counts = (f"SecAgg+: wire down {down2} up {up2}, metered down {sdown} up {sup}, "
+              f"stages {stages}")
+    assert wire_all.refused == 0 and down2 >= sdown + 3 * fab, counts
+    assert 0.9 <= sdown / (down2 - 3 * fab) <= 1.0, counts
+    assert 0.9 <= sup / up2 <= 1.1, counts
     print(counts)

@@ -97,7 +97,20 @@ def test_simulation_writes_a_run_folder_and_resumes_identically(
     assert lines[0]["clients"].keys() == lines[2]["clients"].keys()  # same seeded sampling
     assert (folder / "config.yaml").is_file() and (folder / "plots" / "accuracy.png").is_file()
     report = (folder / "report.md").read_text()
-    assert "| video_only | 2 |" in report and "| gt_audio | 2 |" in report
+    for method, res in results.items():  # the reported round of the 2 run
+        assert f"| {method} | {res['selected_round']} | 2 |" in report
+    # the reported round is chosen on the clients' validation top-1: round 1's model scored by
+    # round 2's clients before training, round 2's by every client after the last round
+    for method in ("video_only", "gt_audio"):
+        mlines = [ln for ln in lines if ln["method"] == method]
+        assert 0.0 <= mlines[1]["train"]["val_top1"] <= 1.0
+        assert mlines[1]["validation"]["clients"] == 4
+        val = {1: mlines[1]["train"]["val_top1"], 2: mlines[1]["validation"]["val_top1"]}
+        best = max(val, key=lambda r: (val[r], r))
+        assert results[method]["selected_round"] == best
+        assert results[method]["top1"] == mlines[best - 1]["server"]["top1"]
+        assert results[method]["bytes_down"] == sum(ln["bytes_down"] for ln in mlines) \
+            + mlines[1]["validation"]["bytes_down"]
     assert ray_leftovers() == []
 
     # Act: a copy "interrupted" after round 1 of gt_audio, resumed in a fresh simulation
@@ -176,7 +189,9 @@ def test_faulty_client_no_audio_client_and_privacy_boundary(
     grid = recording[0]
     broadcast = next(m for m in grid.sent if m.metadata.message_type == "train")
     shapes = {k: a.shape for k, a in broadcast.content["arrays"].items()}
-    assert len(grid.received) == 4 + 4 + 4  # query, train, evaluate replies
+    # query, train, evaluate and (federation.select_round) the last round's validation replies
+    assert len(grid.received) == 4 + 4 + 4 + 4
+    assert line["validation"]["clients"] == 4 and 0 <= line["validation"]["val_top1"] <= 1
     for reply in grid.received:
         if reply.has_error():  # in simulation Ray adds a traceback of code, not of data
             assert "/srv/clients" not in reply.error.reason

@@ -1,0 +1,96 @@
+"""The reported round of a federated run: chosen on the clients' validation top-1, never the test.
+
+`fedvida.reporting.runlog.final_metrics` reads it from the log lines the server writes
+(`fedvida.federation.server.validate` scores the last round's model); hand-computed cases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fed_helpers import LocalGrid, _initial, task_identity  # noqa: F401
+from flwr.app import Context, Message
+
+from fedvida.federation import records as R
+from fedvida.federation.server import validate
+from fedvida.reporting.runlog import final_metrics, selected_line, validation_by_round
+
+
+def _lines(val_next: list[float | None], final_val: float | None, rule: str = "validation",
+           evaluated: tuple[int, ...] = (1, 2, 3)) -> list[dict[str, Any]]:
+    """Three rounds; round r's test top-1 is r / 10; ``val_next[r - 1]``: round r's clients'
+    score of round r - 1's model; ``final_val``: the last round's validation exchange."""
+    lines = []
+    for rnd in (1, 2, 3):
+        train: dict[str, float] = {"train_loss": 1.0}
+        if val_next[rnd - 1] is not None:
+            train["val_top1"] = val_next[rnd - 1]  # type: ignore[assignment]
+        line: dict[str, Any] = {
+            "method": "generated", "round": rnd, "seconds": 1.0, "bytes_down": 100,
+            "bytes_up": 50, "failures": [], "train": train, "select_round": rule,
+            "server": {"top1": rnd / 10, "top1_missing": rnd / 20} if rnd in evaluated else {},
+        }
+        if rnd == 3 and final_val is not None:
+            line["validation"] = {"val_top1": final_val, "clients": 4, "bytes_down": 40,
+                                  "bytes_up": 8}
+        lines.append(line)
+    return lines
+
+
+def test_validation_scores_belong_to_the_model_before_the_round_that_reports_them() -> None:
+    assert validation_by_round(_lines([0.2, 0.5, 0.4], 0.45)) == {0: 0.2, 1: 0.5, 2: 0.4,
+                                                                   3: 0.45}
+
+
+def test_the_round_with_the_best_validation_top1_is_reported_with_all_rounds_costs() -> None:
+    final = final_metrics(_lines([0.2, 0.5, 0.4], 0.45))
+    assert final["selected_round"] == 1 and final["selected_val_top1"] == 0.5
+    assert final["top1"] == pytest.approx(0.1) and final["top1_missing"] == pytest.approx(0.05)
+    # rounds, bytes and time cover every round run, the validation exchange included
+    assert final["rounds"] == 3 and final["seconds"] == 3.0
+    assert final["bytes_down"] == 3 * 100 + 40 and final["bytes_up"] == 3 * 50 + 8
+
+
+def test_a_tie_goes_to_the_later_round_and_unevaluated_rounds_are_not_candidates() -> None:
+    assert final_metrics(_lines([0.2, 0.5, 0.4], 0.5))["selected_round"] == 3
+    # eval_every = 2: only rounds 2 and 3 have server metrics (3 is the last, always evaluated)
+    final = final_metrics(_lines([0.2, 0.9, 0.4], 0.3, evaluated=(2, 3)))
+    assert final["selected_round"] == 2  # round 1 scored 0.9 but was never evaluated
+    line = selected_line(_lines([0.2, 0.9, 0.4], 0.3, evaluated=(2, 3)))
+    assert line is not None and line["round"] == 2
+
+
+def test_last_rule_old_runs_and_runs_without_validation_report_the_last_round() -> None:
+    assert final_metrics(_lines([0.2, 0.9, 0.4], 0.3, rule="last"))["selected_round"] == 3
+    old = _lines([0.2, 0.9, 0.4], None)
+    for line in old:
+        del line["select_round"]
+    assert final_metrics(old)["selected_round"] == 3
+    # no client had validation clips: nothing scored, the last evaluated round
+    assert final_metrics(_lines([None, None, None], None))["selected_round"] == 3
+    # a sweep compares the models its checkpoints end with
+    assert final_metrics(_lines([0.2, 0.9, 0.4], 0.3), select=False)["selected_round"] == 3
+    assert "selected_val_top1" not in final_metrics(_lines([0.2, 0.9, 0.4], 0.3, rule="last"))
+
+
+def test_the_final_validation_exchange_asks_every_node_and_weights_by_validation_clips() -> None:
+    asked: list[dict[str, Any]] = []
+
+    def client(msg: Message, context: Context) -> Message:
+        conf = msg.content.config_records[R.CONFIG_KEY]
+        asked.append(dict(conf))
+        part = int(context.node_config["partition-id"])
+        if part == 2:
+            raise RuntimeError("no features")  # a failing node is left out, not fatal
+        # partition 0: 1 of 2 validation clips right, partition 1: 4 of 4
+        metrics = {"val_top1": [0.5, 1.0][part], R.WEIGHT_KEY: [2, 4][part]}
+        return Message(R.reply(None, metrics), reply_to=msg)
+
+    grid = LocalGrid({0: client, 1: client, 2: client})
+    nodes = dict(zip(grid.node_ids, (0, 1, 2), strict=True))
+    out = validate(grid, R.numpy_to_arrays(_initial()), {R.CFG_METHOD: "generated"}, nodes, 10.0)
+    assert out["clients"] == 2 and out["val_top1"] == pytest.approx(5 / 6)
+    assert out["bytes_down"] > 0 and out["bytes_up"] > 0
+    assert len(asked) == 3 and all(c[R.CFG_VALIDATE] is True for c in asked)
+    assert all(c[R.CFG_METHOD] == "generated" for c in asked)
