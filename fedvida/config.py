@@ -82,10 +82,11 @@ class DemoConfig(Section):
     )
     max_distractors: int = Field(3, ge=0, le=8, description="Independently moving shapes per clip.")
     visual_identity: Literal["pair", "class"] = Field(
-        "pair",
-        description="'pair': both classes of a visual pair share one picture (only the sound "
-        "tells them apart); 'class': each class has its own look (shapes, hues) whose events "
-        "make its sound, with distractors wearing other classes' looks (docs/demo-data.md).",
+        "class",
+        description="'class' (the default demo): each class has its own look (shapes, hues) "
+        "whose events make its sound, with distractors wearing other classes' looks, so video "
+        "can predict the sound; 'pair': both classes of a visual pair share one picture (only "
+        "the sound tells them apart; no generator can help there) (docs/demo-data.md).",
     )
     workers: int = Field(2, ge=1, description="Writer processes (1 = in this process).")
 

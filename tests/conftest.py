@@ -9,7 +9,8 @@ import pytest
 from fedvida.config import DemoConfig
 from fedvida.data.demo import write_demo_dataset
 
-# 4 classes (two visual pairs) x (4 training + 2 validation) clips = 24 clips.
+# 4 classes (two visual pairs sharing one picture: `visual_identity="pair"`, so that only the
+# audio tells the classes of a pair apart) x (4 training + 2 validation) clips = 24 clips.
 # The missing-audio quotas are exact per split, round(rate * clips): with rates of 1/8 the
 # training split (16 clips) gets 2 clips with no audio stream and 2 with a silent track, and
 # the validation split (8 clips) 1 of each, so every test sees both kinds in both splits.
@@ -22,6 +23,7 @@ TINY_DEMO = DemoConfig(
     silent_rate=0.125,
     weak_audio_rate=0.125,
     ambiguous_video_rate=0.125,
+    visual_identity="pair",
     workers=1,
 )
 

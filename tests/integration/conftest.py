@@ -69,7 +69,7 @@ def fed_pipeline(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> C
 # 8 test clips) is too small to learn anything that generalises.
 LEARNABLE_DEMO = DemoConfig(classes=4, clips_per_class=8, val_clips_per_class=4, seed=0,
                             no_stream_rate=0.0, silent_rate=0.0, weak_audio_rate=0.0,
-                            ambiguous_video_rate=0.0, workers=1)
+                            ambiguous_video_rate=0.0, visual_identity="pair", workers=1)
 
 
 @pytest.fixture(scope="session")
