@@ -410,6 +410,13 @@ class FederationConfig(Section):
     ray_num_cpus: int | None = Field(
         None, ge=1, description="CPUs Ray may use in simulation; None: all cores."
     )
+    ray_address: str | None = Field(
+        None, min_length=1,
+        description="Simulation joins the running Ray cluster at this address (Ray's "
+        "``ray.init(address=...)``: 'HOST:PORT' of the head's GCS as printed by `ray start "
+        "--head`, or 'auto') instead of starting a local Ray; run from a machine of the cluster. "
+        "The cluster's nodes then decide how many clients run at once (ray_num_cpus is unused).",
+    )
     client_timeout_s: float = Field(
         600.0, gt=0.0, description="A round stops waiting for replies after this many seconds."
     )
