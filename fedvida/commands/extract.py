@@ -50,11 +50,11 @@ def _extract(args: argparse.Namespace) -> int:
     from fedvida.errors import ProblemLog
     from fedvida.features.extract import STAGES, ExtractStats, Models, extract_partition
 
+    if args.clips is not None and not args.clips.is_dir():
+        raise InputError(f"--clips {args.clips}: not a folder")
     plan = Plan.load(Path(cfg.partition.plan))
     parts = _partitions(args, plan.num_clients)
-    if args.clips is not None:  # a node's clips: keyed, and read, at their local paths
-        if not args.clips.is_dir():
-            raise InputError(f"--clips {args.clips}: not a folder")
+    if args.clips is not None:  # a node's own clips: keyed, and read, at their local paths
         plan.dataset_root = str(args.clips)
     models = Models(cfg.extract, args.device)
     problems = ProblemLog()
