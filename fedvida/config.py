@@ -156,7 +156,10 @@ class ExtractConfig(Section):
     hf_vit_path: Path | None = None
     hf_ast_path: Path | None = None
     hf_blip_path: Path | None = None
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="Torch device of the encoders; auto: cuda when available, else cpu.",
+    )
     batch_clips: int = Field(8, ge=1)
     image_size: int = Field(224, ge=32)
     flow_size: int = Field(160, ge=16, description="Short side for optical flow computation.")
@@ -218,7 +221,9 @@ class DictionaryConfig(Section):
         None,
         description="Action labels (rows name,index); default: <data.root>/moments_categories.txt.",
     )
-    device: str = Field("cpu", description="Torch device for the sentence model.")
+    device: str = Field(
+        "auto", description="Torch device for the sentence model; auto: cuda when available."
+    )
 
     @model_validator(mode="after")
     def _templates(self) -> DictionaryConfig:
@@ -351,7 +356,10 @@ class TrainConfig(Section):
         default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.72, 0.8, 0.9],
         description="Thresholds evaluated for SVDMap retention and accuracy.",
     )
-    device: str = "cpu"
+    device: str = Field(
+        "auto", description="Torch device of training and evaluation; auto: cuda when available "
+        "in the process that trains (a Ray actor with no GPU share sees none).",
+    )
     num_threads: int = Field(
         1,
         ge=0,
