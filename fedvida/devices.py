@@ -5,8 +5,8 @@
 same config uses the GPU of a GPU machine (``make demo`` without edits) and runs unchanged on a
 CPU-only one. It is resolved where the work runs (an extraction, a Ray actor, a SuperNode's
 ClientApp), so each process uses what it has: a Ray actor given no GPU (``num_gpus_per_client
-= 0``) sees none and trains on the CPU. The choice is said once per process (logger
-``fedvida.devices``, INFO).
+= 0``) sees none and trains on the CPU. The choice is said once per process and field
+(logger ``fedvida.devices``, INFO; a GPU choice also on the console).
 """
 
 from __future__ import annotations
@@ -40,4 +40,8 @@ def resolve(device: str, field: str = "device") -> str:
     if first:
         where = f" ({torch.cuda.get_device_name(0)})" if chosen == "cuda" else ""
         logging.getLogger("fedvida.devices").info("%s: auto -> %s%s", field, chosen, where)
+        if chosen == "cuda":  # on the console too: the CPU stays the quiet default
+            from fedvida.reporting.console import console
+
+            console.print(f"{field}: auto -> {chosen}{where}", markup=False)
     return chosen

@@ -14,7 +14,8 @@ from fedvida.features.encoders import resolve_device
 
 
 def test_auto_is_the_default_and_resolves_to_what_torch_sees(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Arrange: the defaults a `make demo` runs with
     cfg = Config()
@@ -25,6 +26,7 @@ def test_auto_is_the_default_and_resolves_to_what_torch_sees(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert devices.resolve("auto", "train.device") == "cpu"
     assert resolve_device("auto") == "cpu"
+    assert "auto ->" not in capsys.readouterr().out  # the CPU, the quiet default
     # a GPU machine: the same config picks cuda, and says so once per field
     monkeypatch.setattr(devices, "_said", set())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -34,6 +36,7 @@ def test_auto_is_the_default_and_resolves_to_what_torch_sees(
     assert resolve_device("auto") == "cuda"
     assert [r.getMessage() for r in caplog.records] == [
         "train.device: auto -> cuda (Stand-in GPU)", "extract.device: auto -> cuda (Stand-in GPU)"]
+    assert capsys.readouterr().out.count("train.device: auto -> cuda (Stand-in GPU)") == 1
     # an explicit device is kept as written
     assert devices.resolve("cpu") == "cpu" and devices.resolve("cuda:1") == "cuda:1"
 
