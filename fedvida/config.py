@@ -157,7 +157,10 @@ class ExtractConfig(Section):
     hf_vit_path: Path | None = None
     hf_ast_path: Path | None = None
     hf_blip_path: Path | None = None
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="Torch device of the encoders; auto: cuda when available, else cpu.",
+    )
     batch_clips: int = Field(8, ge=1)
     image_size: int = Field(224, ge=32)
     flow_size: int = Field(160, ge=16, description="Short side for optical flow computation.")
@@ -219,7 +222,9 @@ class DictionaryConfig(Section):
         None,
         description="Action labels (rows name,index); default: <data.root>/moments_categories.txt.",
     )
-    device: str = Field("cpu", description="Torch device for the sentence model.")
+    device: str = Field(
+        "auto", description="Torch device for the sentence model; auto: cuda when available."
+    )
 
     @model_validator(mode="after")
     def _templates(self) -> DictionaryConfig:
@@ -352,7 +357,10 @@ class TrainConfig(Section):
         default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.72, 0.8, 0.9],
         description="Thresholds evaluated for SVDMap retention and accuracy.",
     )
-    device: str = "cpu"
+    device: str = Field(
+        "auto", description="Torch device of training and evaluation; auto: cuda when available "
+        "in the process that trains (a Ray actor with no GPU share sees none).",
+    )
     num_threads: int = Field(
         1,
         ge=0,
@@ -410,6 +418,13 @@ class FederationConfig(Section):
     num_gpus_per_client: float = Field(0.0, ge=0.0)
     ray_num_cpus: int | None = Field(
         None, ge=1, description="CPUs Ray may use in simulation; None: all cores."
+    )
+    ray_address: str | None = Field(
+        None, min_length=1,
+        description="Simulation joins the running Ray cluster at this address (Ray's "
+        "``ray.init(address=...)``: 'HOST:PORT' of the head's GCS as printed by `ray start "
+        "--head`, or 'auto') instead of starting a local Ray; run from a machine of the cluster. "
+        "The cluster's nodes then decide how many clients run at once (ray_num_cpus is unused).",
     )
     client_timeout_s: float = Field(
         600.0, gt=0.0, description="A round stops waiting for replies after this many seconds."

@@ -20,6 +20,9 @@ def register(sub: Any) -> None:
                      help="a client id or 'test' (repeatable; default: --all)")
     who.add_argument("--all", action="store_true", help="every client in the plan and 'test'")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: extract.device)")
+    p.add_argument("--clips", type=Path, default=None, metavar="DIR",
+                   help="the folder holding these clips under the plan's relative paths, e.g. a "
+                        "deployment node's own copy (default: the plan's dataset root)")
     p.set_defaults(handler=_extract)
 
 
@@ -47,8 +50,12 @@ def _extract(args: argparse.Namespace) -> int:
     from fedvida.errors import ProblemLog
     from fedvida.features.extract import STAGES, ExtractStats, Models, extract_partition
 
+    if args.clips is not None and not args.clips.is_dir():
+        raise InputError(f"--clips {args.clips}: not a folder")
     plan = Plan.load(Path(cfg.partition.plan))
     parts = _partitions(args, plan.num_clients)
+    if args.clips is not None:  # a node's own clips: keyed, and read, at their local paths
+        plan.dataset_root = str(args.clips)
     models = Models(cfg.extract, args.device)
     problems = ProblemLog()
     total = sum(len(plan.partition(p)) for p in parts)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from fedvida.config import ExtractConfig
+from fedvida.devices import resolve
 from fedvida.errors import ConfigError
 
 
@@ -110,7 +111,9 @@ def create_audio_encoder(cfg: ExtractConfig, device: str | None = None) -> Audio
 
 
 def resolve_device(device: str) -> str:
-    """Validate a torch device string; ``cuda`` without a GPU is a config error."""
+    """Validate a torch device string (``auto`` resolved, `fedvida.devices`); ``cuda`` without a
+    GPU is a config error."""
+    device = resolve(device, "extract.device")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"extract.device: '{device}' requested but CUDA is not available")
     try:

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -93,16 +94,23 @@ def load_component(ref: str) -> Any:
 
 
 def backend_config(cfg: Config) -> dict[str, Any]:
-    """Ray backend settings: CPUs for Ray, per-client CPUs / (fractional) GPUs, quiet logs."""
+    """Ray backend settings: CPUs for Ray, per-client CPUs / (fractional) GPUs, quiet logs.
+
+    With ``federation.ray_address`` Flower's ``ray.init`` joins that cluster (``address``) and
+    gets no CPU/GPU counts: Ray refuses them when connecting, the nodes declare their own.
+    """
     fed = cfg.federation
     init: dict[str, Any] = {
-        "num_cpus": fed.ray_num_cpus or os.cpu_count() or 1,
         "logging_level": "WARNING",
         "log_to_driver": True,
         "include_dashboard": False,
     }
-    if fed.num_gpus_per_client == 0:
-        init["num_gpus"] = 0
+    if fed.ray_address:
+        init["address"] = fed.ray_address
+    else:
+        init["num_cpus"] = fed.ray_num_cpus or os.cpu_count() or 1
+        if fed.num_gpus_per_client == 0:
+            init["num_gpus"] = 0
     return {
         "client_resources": {"num_cpus": fed.num_cpus_per_client,
                              "num_gpus": fed.num_gpus_per_client},
@@ -110,14 +118,77 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     }
 
 
-def check_resources(cfg: Config, gpus: int | None = None) -> None:
+def ray_cluster_nodes(address: str) -> list[dict[str, float]]:
+    """The resources (``{"CPU": 4.0, "GPU": 1.0, ...}``) of each live node of a Ray cluster.
+
+    Connects a driver to ``address`` (``ray.init(address=...)``), reads ``ray.nodes()`` and
+    disconnects; the cluster keeps running.
+
+    Raises
+    ------
+    ConfigError
+        When no Ray cluster answers at ``address`` (one line naming the field).
+    """
+    import ray
+
+    host, sep, port = address.rpartition(":")
+    if sep and port.isdigit() and "://" not in address:  # Ray retries a dead GCS for minutes
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+        except OSError as exc:
+            raise ConfigError(f"federation.ray_address={address!r}: no Ray cluster joined "
+                              f"(nothing answers there: {exc})") from None
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                 include_dashboard=False)
+    except Exception as exc:  # ConnectionError, ValueError (bad address), RuntimeError
+        raise ConfigError(f"federation.ray_address={address!r}: no Ray cluster joined "
+                          f"({_first_line(exc)})") from None
+    try:
+        return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive") and n["Resources"]]
+    finally:
+        ray.shutdown()
+
+
+def clients_that_fit(nodes: list[dict[str, float]], num_cpus: float, num_gpus: float) -> int:
+    """Clients Ray can run at once: per node ``int(CPU / num_cpus)`` (and likewise for GPUs),
+    summed, as Flower 1.39 sizes its actor pool (``pool_size_from_resources``)."""
+    total = 0
+    for node in nodes:
+        fit = int(node.get("CPU", 0) / num_cpus)
+        if num_gpus > 0:
+            fit = min(fit, int(node.get("GPU", 0) / num_gpus))
+        total += fit
+    return total
+
+
+def check_resources(cfg: Config, gpus: int | None = None,
+                    nodes: list[dict[str, float]] | None = None) -> str | None:
     """Fail before Ray starts when not one client fits in what Ray will have.
 
     Flower sizes its actor pool as ``int(Ray CPUs / num_cpus_per_client)`` (and likewise for
     GPUs); an empty pool makes it log ``The ActorPool is empty`` and stop its engine, while the
     ServerApp waits on. ``gpus``: the GPUs Ray would see (default: ``torch.cuda.device_count()``).
+    With ``federation.ray_address`` the cluster's live nodes count instead, node by node
+    (``nodes``: their resources; default: asked from the cluster, see `ray_cluster_nodes`),
+    and the one-line description of the cluster is returned (None for a local Ray).
     """
     fed = cfg.federation
+    if fed.ray_address:
+        nodes = ray_cluster_nodes(fed.ray_address) if nodes is None else nodes
+        fits = clients_that_fit(nodes, fed.num_cpus_per_client, fed.num_gpus_per_client)
+        cpus = ", ".join(f"{n.get('CPU', 0):g}" for n in nodes) or "none"
+        gpus_ = ", ".join(f"{n.get('GPU', 0):g}" for n in nodes) or "none"
+        if fits == 0:
+            raise ConfigError(
+                f"federation.num_cpus_per_client={fed.num_cpus_per_client:g} / "
+                f"num_gpus_per_client={fed.num_gpus_per_client:g} fit on none of the "
+                f"{len(nodes)} node(s) of the Ray cluster at federation.ray_address="
+                f"{fed.ray_address} (CPUs per node: {cpus}; GPUs: {gpus_}): no client could start")
+        return (f"Ray cluster at {fed.ray_address}: {len(nodes)} node(s), CPUs per node "
+                f"{cpus}, GPUs {gpus_}: up to {fits} client(s) at once")
     ray_cpus = fed.ray_num_cpus or os.cpu_count() or 1
     where = ("federation.ray_num_cpus" if fed.ray_num_cpus
              else "the machine's CPUs (federation.ray_num_cpus unset)")
@@ -134,6 +205,7 @@ def check_resources(cfg: Config, gpus: int | None = None) -> None:
             raise ConfigError(
                 f"federation.num_gpus_per_client={fed.num_gpus_per_client:g} is more than the "
                 f"{gpus} GPU(s) Ray will have: no client could start")
+    return None
 
 
 PICKUP_SECONDS = 0.01  # how soon the simulation engine notices a pushed message
@@ -236,7 +308,11 @@ def simulate_config(
         flwr_logger.setLevel(logging.WARNING)
         if not any(isinstance(f, _ExpectedWarnings) for f in flwr_logger.filters):
             flwr_logger.addFilter(_ExpectedWarnings())
-    check_resources(cfg)
+    cluster = check_resources(cfg)
+    if cluster:
+        from fedvida.reporting.console import console
+
+        console.print(f"joining the {cluster}", markup=False)
     fast_message_pickup()
     watch = ChildWatch()
     watch.start()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fedvida.devices import resolve
 from fedvida.errors import ConfigError
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
@@ -160,6 +161,7 @@ def load_sentence_embedder(name_or_path: str | Path, device: str = "cpu") -> Sen
         When the model cannot be found locally or fails to load.
     """
     path = resolve_model_path(name_or_path)
+    device = resolve(device, "dictionary.device")
     key = (str(path), device)
     with _LOCK:
         cached = _CACHE.get(key)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedvida.devices import resolve
 from fedvida.errors import FedvidaError
 from fedvida.models.container import FedvidaModel
 from fedvida.training.data import ClipTensors, batch_indices, prepare
@@ -129,7 +130,7 @@ def train_local(
     """
     ctx = _context(model, cfg, dictionary, method, class_names)
     spec, tcfg = ctx.spec, cfg.train
-    device = torch.device(tcfg.device)
+    device = torch.device(resolve(tcfg.device, "train.device"))
     tensors = prepare(data, cfg, dictionary, with_condition=spec.conditioned)
     n = len(tensors)
     if n == 0:
@@ -364,7 +365,7 @@ def _predict(
 ) -> Predictions:
     ctx = _context(model, cfg, dictionary, method, class_names)
     spec = ctx.spec
-    device = torch.device(cfg.train.device)
+    device = torch.device(resolve(cfg.train.device, "train.device"))
     tensors = prepare(data, cfg, dictionary, with_condition=spec.conditioned)
     reasons = np.asarray(data.audio_reason, dtype=object)
     missing = reasons == "withheld"

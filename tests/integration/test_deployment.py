@@ -10,15 +10,14 @@ against the wire like the first run.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import grpc
 import pytest
+from deploy_helpers import free_port as _free_port
+from deploy_helpers import stop as _stop
+from deploy_helpers import wait_for as _wait_for
 from flwr.cli.build import build_fab_from_disk
 
 from fedvida.config import Config
@@ -37,33 +36,6 @@ from fedvida.reporting.runlog import RunLog
 
 pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(path: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file() and text in path.read_text(errors="replace"):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"'{text}' not in {path} after {timeout}s:\n{path.read_text()[-2000:]}")
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:  # SuperNodes first, then the SuperLink (started first)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def test_two_supernodes_over_grpc_with_tls_and_node_auth(

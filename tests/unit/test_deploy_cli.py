@@ -75,3 +75,12 @@ def test_supernode_and_superlink_become_the_flower_process() -> None:
 
     for handler in (deploy._supernode, deploy._superlink):
         assert "replace=True" in inspect.getsource(handler)
+
+
+def test_a_node_extract_with_a_missing_clips_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a node's `fedvida extract --clips DIR` (docs/deployment.md, "N nodes"): checked first
+    assert main(["extract", "--client", "0", "--clips", str(tmp_path / "my-clips")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"fedvida: error: --clips {tmp_path / 'my-clips'}: not a folder"

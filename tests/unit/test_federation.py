@@ -378,6 +378,39 @@ def test_resources_no_client_fits_in_are_a_one_line_config_error() -> None:
     check_resources(_cfg(num_gpus_per_client=0.5), gpus=1)
 
 
+def test_on_a_ray_cluster_the_backend_joins_it_and_its_nodes_decide_what_fits() -> None:
+    from fedvida.federation.runner import backend_config, check_resources, clients_that_fit
+
+    # Arrange: a cluster of a 1-CPU node and a 4-CPU node with one GPU
+    cfg = _cfg(ray_address="10.0.0.5:6379", ray_num_cpus=2, num_cpus_per_client=2.0)
+    nodes = [{"CPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}]
+    # Act / Assert: Flower's ray.init gets the address and no CPU/GPU counts (Ray refuses them
+    # when joining a cluster); a local Ray gets them
+    init = backend_config(cfg)["init_args"]
+    assert init["address"] == "10.0.0.5:6379" and "num_cpus" not in init \
+        and "num_gpus" not in init
+    assert backend_config(_cfg(ray_num_cpus=2))["init_args"]["num_cpus"] == 2
+    # per node, as Flower sizes its actor pool: 0 + 2 clients of 2 CPUs, 0 + 1 with a GPU each
+    assert clients_that_fit(nodes, 2.0, 0.0) == 2
+    assert clients_that_fit(nodes, 1.0, 1.0) == 1
+    assert clients_that_fit(nodes, 0.5, 0.25) == 0 + 4  # the GPU-less node hosts none
+    assert "up to 2 client(s)" in str(check_resources(cfg, nodes=nodes))
+    # 5 CPUs in all, but no single node has 5: nothing fits
+    with pytest.raises(ConfigError) as err:
+        check_resources(_cfg(ray_address="10.0.0.5:6379", num_cpus_per_client=5.0), nodes=nodes)
+    assert "\n" not in str(err.value) and "federation.ray_address=10.0.0.5:6379" in str(err.value)
+    assert "CPUs per node: 1, 4" in str(err.value)
+    with pytest.raises(ConfigError, match="GPUs: 0, 1"):
+        check_resources(_cfg(ray_address="auto", num_gpus_per_client=2.0), nodes=nodes)
+
+
+def test_an_unreachable_ray_address_is_a_one_line_config_error() -> None:
+    from fedvida.federation.runner import ray_cluster_nodes
+
+    with pytest.raises(ConfigError, match=r"^federation.ray_address='127.0.0.1:1': no Ray "):
+        ray_cluster_nodes("127.0.0.1:1")
+
+
 def test_an_engine_failure_ends_a_waiting_server_and_the_command_fails(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
