@@ -19,7 +19,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from flwr.cli.build import build_fab_from_disk
 
 from fedvida.config import Config
 from fedvida.federation.deploy import (
@@ -31,6 +30,7 @@ from fedvida.federation.deploy import (
     write_connection,
     write_node_keys,
 )
+from fedvida.federation.flower_compat import build_fab
 from fedvida.federation.runner import process_env
 from fedvida.federation.wiretap import WireTap
 from fedvida.reporting.runlog import RunLog
@@ -157,7 +157,7 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
     # the other node pushed first), so the wire can carry less than the metered payload: measured
     # 0.95 (no object skipped) to 1.12 (the untrained generator skipped once per round); skipping
     # every unchanged array of both replies would give about 1.4. Both bands catch a 2x miscount.
-    fab = len(build_fab_from_disk(PROJECT))
+    fab = len(build_fab(PROJECT))
     down = sum(ln["bytes_down"] for ln in lines)
     up = sum(ln["bytes_up"] for ln in lines)
     counts = (f"wire down {wire.down} up {wire.up} ({wire.connections} connections), metered "
