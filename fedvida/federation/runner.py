@@ -5,6 +5,11 @@ writes the resolved config into ``runs/<name>/config.yaml``, points the ServerAp
 ``FEDVIDA_CONFIG_PATH`` (``run_simulation`` gives apps an empty run_config), and starts
 ``flwr.simulation.run_simulation`` with the apps named in pyproject.toml
 (``server.server_app:app``, ``clients.client_app:app``), loaded by reference as Flower does.
+
+Flower 1.39 marks ``run_simulation`` deprecated in favour of ``flwr run``; fedvida shows that
+warning and keeps the in-process engine for ``fedvida simulate`` (docs/federation.md says why).
+`flwr_run_command` gives the ``flwr run`` command of the same simulation (same SuperNodes, Ray
+resources, config and run folder; tests/integration/test_flwr_run.py checks the numbers match).
 """
 
 from __future__ import annotations
@@ -139,6 +144,25 @@ def federation_config(cfg: Config, num_supernodes: int) -> str:
     parts += [f'init-args-logging-level="{init["logging_level"]}"',
               f"init-args-log-to-driver={str(bool(init['log_to_driver'])).lower()}"]
     return " ".join(parts)
+
+
+def flwr_run_command(
+    cfg: Config, config_path: Path, overrides: list[str], methods: list[str], name: str,
+    num_supernodes: int, connection: str = "local",
+) -> list[str]:
+    """The ``flwr run`` command that runs what ``run_federated(cfg, methods, name)`` runs.
+
+    ``cfg`` is ``config_path`` loaded with ``overrides``; the run folder name and the methods
+    are added as overrides (``name=...``, ``federation.methods=[...]``), the number of virtual
+    SuperNodes (the plan's clients) and the Ray resources go to ``--federation-config``
+    (`federation_config`). ``connection``: a simulation connection in ``$FLWR_HOME/config.toml``
+    (``local``: Flower's managed local SuperLink).
+    """
+    from fedvida.federation.deploy import run_command
+
+    wanted = [*overrides, f"name={name}", f"federation.methods=[{','.join(methods)}]"]
+    return run_command(connection, config_path, wanted,
+                       federation_config=federation_config(cfg, num_supernodes))
 
 
 def check_resources(cfg: Config, gpus: int | None = None) -> None:
