@@ -36,7 +36,7 @@ The touches, and what uses them:
   Flower's client-side clipping mods;
 * rounds (`fedvida.federation.rounds`): `is_in_memory_grid`;
 * tests: `set_message_id`, `set_task_identity`, `InMemoryGrid`, `aggregate_arrayrecords`,
-  `build_fab`, `message_objects`, `message_from_objects`, `dp_noise_modules`,
+  `build_fab`, `parse_config_args`, `message_objects`, `message_from_objects`, `dp_noise_modules`,
   `BasicActorPool`.
 """
 
@@ -407,6 +407,14 @@ def aggregate_arrayrecords(records: list[RecordDict], weight_key: str) -> ArrayR
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords as aggregate
 
     return aggregate(records, weight_key)
+
+
+def parse_config_args(text: str) -> dict[str, Any]:
+    """How the ``flwr`` CLI reads a ``--run-config`` / ``--federation-config`` value
+    (``flwr.common.config.parse_config_args``): ``key=value`` pairs, TOML values."""
+    from flwr.common.config import parse_config_args as parse
+
+    return dict(parse([text]))
 
 
 def build_fab(project: Any) -> bytes:

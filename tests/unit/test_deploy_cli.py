@@ -83,9 +83,8 @@ def test_simulate_prints_the_flwr_run_command_of_the_same_simulation(
     import shlex
     from types import SimpleNamespace
 
-    from flwr.common.config import parse_config_args
-
     from fedvida.config import load_config
+    from fedvida.federation.flower_compat import parse_config_args
     from fedvida.federation.settings import server_config, split_overrides
 
     monkeypatch.setattr("fedvida.data.partition.Plan.load",
@@ -97,11 +96,11 @@ def test_simulate_prints_the_flwr_run_command_of_the_same_simulation(
     # Assert: Flower's own parsers read one SuperNode per plan client and the Ray resources,
     # and the ServerApp resolves the config simulate would run (name, method, override)
     assert argv[:4] == ["flwr", "run", ".", "sim"] and "--stream" in argv
-    fed = parse_config_args([argv[argv.index("--federation-config") + 1]])
+    fed = parse_config_args(argv[argv.index("--federation-config") + 1])
     smoke = load_config("configs/smoke.yaml")
     assert fed["num-supernodes"] == 3 and fed["backend"] == "ray"
     assert fed["client-resources-num-cpus"] == smoke.federation.num_cpus_per_client
-    run_config = parse_config_args([argv[argv.index("--run-config") + 1]])
+    run_config = parse_config_args(argv[argv.index("--run-config") + 1])
     cfg = server_config(run_config)
     assert run_config["config-path"] == "configs/smoke.yaml"
     assert split_overrides(str(run_config["overrides"]))[0] == "federation.rounds=2"

@@ -2,7 +2,8 @@
 
 One test per touch (named after it), so that a Flower upgrade fails here, in one named test,
 rather than somewhere in a simulation. The last test scans fedvida/, clients/, server/ and tests/
-for private Flower names used anywhere but `fedvida/federation/flower_compat.py` (and this file).
+for private Flower names used anywhere but `fedvida/federation/flower_compat.py` (and this file);
+bench/ is scanned too.
 """
 
 from __future__ import annotations
@@ -229,6 +230,17 @@ def test_message_objects_round_trip() -> None:
     assert back.content["arrays"]["w"].numpy().tolist() == [4.0, 4.0, 4.0]
 
 
+def test_parse_config_args_reads_flwr_run_values() -> None:
+    from flwr.common.config import parse_config_args
+
+    cli_run = importlib.import_module("flwr.cli.run.run")  # the module, not the command
+    assert cli_run.parse_config_args is parse_config_args  # what `flwr run` parses with
+    parsed = fc.parse_config_args("num-supernodes=4 backend=\"ray\" x=0.5 y=true "
+                                  "p='a b;c=[d]'")
+    assert parsed == {"num-supernodes": 4, "backend": "ray", "x": 0.5, "y": True,
+                      "p": "a b;c=[d]"}
+
+
 def test_build_fab_bundles_the_app() -> None:
     with zipfile.ZipFile(io.BytesIO(fc.build_fab(ROOT))) as fab:
         names = fab.namelist()
@@ -325,7 +337,7 @@ def _flower_private_names() -> set[str]:
 
 
 def _scanned() -> Iterator[tuple[Path, ast.Module]]:
-    for top in ("fedvida", "clients", "server", "tests"):
+    for top in ("fedvida", "clients", "server", "tests", "bench"):
         for path in sorted((ROOT / top).rglob("*.py")):
             if path.resolve() not in ALLOWED:
                 yield path, ast.parse(path.read_text(encoding="utf-8"))
