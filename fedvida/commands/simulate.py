@@ -28,6 +28,10 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="continue runs/NAME from its last checkpoint with its saved config")
     p.add_argument("--verbose", action="store_true", help="show Flower's own log lines")
+    p.add_argument("--print-flwr-run", nargs="?", const="local", default=None,
+                   metavar="CONNECTION", help="print the `flwr run . CONNECTION` command that "
+                   "runs this same simulation (one SuperNode per plan client, the same Ray "
+                   "resources, config and run folder; default connection: local) and exit")
     p.set_defaults(handler=_simulate)
 
 
@@ -44,6 +48,8 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         methods = cfg.federation.method_list(cfg.train.method)
     name = args.name or (f"{cfg.name}-all" if args.all_methods else f"{cfg.name}-{methods[0]}")
+    if args.print_flwr_run:
+        return _print_flwr_run(args, cfg, methods, name)
     results = run_federated(cfg, methods, name, resume=args.resume, verbose=args.verbose)
     cols = ["top1", "macro_f1", "top1_with_audio", "top1_without_audio"]
     private = any("epsilon" in r for r in results.values())
@@ -58,4 +64,21 @@ def _simulate(args: argparse.Namespace) -> int:
                  *([f"eps (delta {delta:.0e})"] if private else [])], rows)
     folder = args.resume or Path(cfg.train.runs_dir) / name
     console.print(f"run folder: {folder} (report.md, metrics.jsonl, plots/)")
+    return 0
+
+
+def _print_flwr_run(args: argparse.Namespace, cfg: Any, methods: list[str], name: str) -> int:
+    from fedvida.data.partition import Plan
+    from fedvida.errors import ConfigError
+    from fedvida.federation.deploy import shell
+    from fedvida.federation.runner import flwr_run_command
+
+    if args.resume:  # flwr run resumes a folder with checkpoints by itself, given its config
+        raise ConfigError("--print-flwr-run with --resume: use --config RUN_DIR/config.yaml "
+                          "--name NAME instead (the server continues from its checkpoints)")
+
+    config = Path(args.config or "configs/default.yaml")  # pyproject.toml's config-path default
+    clients = Plan.load(Path(cfg.partition.plan)).num_clients
+    print(shell(flwr_run_command(cfg, config, list(args.overrides), methods, name, clients,
+                                 args.print_flwr_run)))
     return 0

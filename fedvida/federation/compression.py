@@ -67,6 +67,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType
 
 from fedvida.config import CommunicationConfig
 from fedvida.federation import records as R
+from fedvida.federation.flower_compat import CLIPPING_NORM_KEY
 from fedvida.federation.records import CODEC_SEP
 
 _log = logging.getLogger("fedvida.compression")
@@ -76,7 +77,6 @@ CFG_UPLINK = "codec-uplink"
 CFG_DOWNLINK = "codec-downlink"
 CFG_TOPK = "codec-topk-fraction"
 CFG_FEEDBACK = "codec-error-feedback"
-CLIPPING_NORM_KEY = "clipping_norm"  # flwr.supercore.differential_privacy.KEY_CLIPPING_NORM
 RESIDUAL_KEY = "fedvida-residual"  # Context.state record prefix (one record per method)
 
 # derived key parts (records.CODEC_SUFFIXES lists them for the privacy boundary)

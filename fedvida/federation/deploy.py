@@ -158,10 +158,18 @@ def connection_text(name: str, address: str, ca_cert: Path | None) -> str:
 def superlink_command(
     certs: Path | None, *, host: str = "127.0.0.1", control_port: int = 8000,
     fleet: str = "127.0.0.1:9092", node_auth: bool = True, database: Path | None = None,
+    simulation: bool = False,
 ) -> list[str]:
-    """``flower-superlink`` with TLS from ``certs`` (None: ``--insecure``) and node auth."""
+    """``flower-superlink`` with TLS from ``certs`` (None: ``--insecure``) and node auth.
+
+    ``simulation``: a SuperLink that runs each ``flwr run`` as a simulation (virtual SuperNodes
+    in Ray, ``--federation-config`` sets their number and resources) instead of waiting for
+    real SuperNodes.
+    """
     cmd = ["flower-superlink", "--disable-runtime-dependency-installation",
            "--host", host, "--port", str(control_port), "--fleet-api-address", fleet]
+    if simulation:
+        cmd.append("--simulation")
     if certs is None:
         cmd.append("--insecure")
     else:
@@ -207,17 +215,32 @@ def register_command(public_key: Path, connection: str) -> list[str]:
 
 
 def run_command(connection: str, config_path: Path, overrides: list[str] | None = None,
-                app_dir: Path = Path("."), stream: bool = True) -> list[str]:
-    """``flwr run`` of this project's app with the fedvida config path and overrides."""
+                app_dir: Path = Path("."), stream: bool = True,
+                federation_config: str | None = None) -> list[str]:
+    """``flwr run`` of this project's app with the fedvida config path and overrides.
+
+    ``federation_config``: the ``--federation-config`` of a simulation connection
+    (`fedvida.federation.runner.federation_config`: number of virtual SuperNodes, Ray
+    resources).
+    """
     run_config = f"config-path='{config_path}'"
     if overrides:
         run_config += " overrides='" + ";".join(overrides) + "'"
     cmd = ["flwr", "run", str(app_dir), connection, "--run-config", run_config]
+    if federation_config:
+        cmd += ["--federation-config", federation_config]
     if stream:
         cmd.append("--stream")
     return cmd
 
 
 def shell(cmd: list[str]) -> str:
-    """A command as one copy-pasteable shell line."""
-    return " ".join(shlex.quote(c) for c in cmd)
+    """A command as one copy-pasteable shell line (an argument holding single quotes, such as
+    ``--run-config "config-path='x.yaml'"``, is double-quoted when that needs no escapes)."""
+    return " ".join(_quote(c) for c in cmd)
+
+
+def _quote(arg: str) -> str:
+    if "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)

@@ -15,7 +15,7 @@ from typing import Any
 
 from flwr.app import Message
 
-_CHUNK_CACHE = "_chunks"  # flwr 1.39 Array.slice_array's cache attribute
+from fedvida.federation.flower_compat import drop_chunk_cache
 
 
 def object_tree_bytes(obj: Any, seen: set[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def object_tree_bytes(obj: Any, seen: set[str] | None = None) -> int:
     # the Array; drop that cache so that a message metered before it is sent does not carry its
     # payload twice where it is pickled (Ray's simulation transport serialized 10.4 MB instead
     # of 5.2 MB per 5.2 MB model). Flower rebuilds the chunks when it needs them.
-    obj.__dict__.pop(_CHUNK_CACHE, None)
+    drop_chunk_cache(obj)
     return total
 
 

@@ -49,6 +49,11 @@ from flwr.serverapp import Grid
 from fedvida.config import Config, DpConfig
 from fedvida.errors import ConfigError
 from fedvida.federation import records as R
+from fedvida.federation.flower_compat import (
+    adaptive_clipping_classes,
+    add_central_noise,
+    rdp_orders,
+)
 
 _log = logging.getLogger("fedvida.privacy")
 
@@ -195,7 +200,7 @@ def gaussian_epsilon(events: list[tuple[float, int]], delta: float, population: 
     import dp_accounting
     from dp_accounting.rdp import RdpAccountant as DpAccountingRdp
 
-    orders = [float(a) for a in accountant._orders if float(a).is_integer()]
+    orders = [a for a in rdp_orders(accountant) if a.is_integer()]
     rdp = DpAccountingRdp(orders, dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
     for z, count in events:
         rdp.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
@@ -257,7 +262,7 @@ class PrivateStrategy:
                 part = self.inner.node_to_partition
                 self.ledger.record_local(part.get(r.metadata.src_node_id, -1) for r in ok)
             return arrays, metrics
-        valid, _ = self.inner._check_and_log_replies(ok, is_train=True)
+        valid, _ = self.inner.check_replies(ok, is_train=True)
         if self.denominator is not None:
             return self._aggregate_poisson(server_round, valid)
         if not valid:
@@ -286,7 +291,7 @@ class PrivateStrategy:
         if valid:
             arrays, metrics = wrapper.aggregate_train(server_round, valid)
         else:
-            arrays = wrapper._add_noise_to_aggregated_arrays(ArrayRecord({
+            arrays = add_central_noise(wrapper, ArrayRecord({
                 k: Array(np.array(v, dtype=self.inner._expected_dtypes[k]))
                 for k, v in self.inner._broadcast.items()}))
             metrics = MetricRecord()
@@ -315,57 +320,6 @@ class PrivateStrategy:
             self.wrapper.clipping_norm = float(np.asarray(state["dp/clipping_norm"])[0])
 
 
-class _AdaptiveFixes:
-    """Two corrections to Flower 1.39's adaptive-clipping wrappers (mixed in before them).
-
-    * **Direction.** Andrew et al. (2021) update ``C <- C exp(-lr (b - q))`` where ``b`` is the
-      (noisy) share of updates *not* clipped and ``q`` the target quantile. Flower counts the
-      updates that *were* clipped (its norm bit is ``scaling < 1``) and plugs that share into
-      the same formula, so the norm grows when nothing is clipped and shrinks when everything
-      is: it runs away instead of tracking the quantile. Feeding it ``1 - clipped share`` (the
-      same noisy count, reflected) restores the paper's rule; the count's privacy cost is
-      unchanged.
-    * **Noise of the round's norm.** Flower updates the norm *before* it adds the round's
-      noise, so the noise is scaled by the next round's norm while the updates were clipped to
-      this round's: when the norm shrinks, the aggregate gets less noise than the sensitivity
-      needs and the accounted epsilon would be too small. The noise here uses the norm the
-      round clipped with (as in the paper).
-    """
-
-    clipping_norm: float
-    _round_norm: float
-
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
-        self._round_norm = self.clipping_norm  # what this round's updates are clipped to
-        return super().aggregate_train(server_round, replies)  # type: ignore[misc]
-
-    def _geometric_update(self, clipped_fraction: float) -> None:
-        super()._geometric_update(1.0 - clipped_fraction)  # type: ignore[misc]
-
-    def _add_noise_to_aggregated_arrays(self, aggregated: ArrayRecord) -> ArrayRecord:
-        updated, self.clipping_norm = self.clipping_norm, self._round_norm
-        try:
-            return super()._add_noise_to_aggregated_arrays(aggregated)  # type: ignore[misc]
-        finally:
-            self.clipping_norm = updated
-
-
-def _adaptive_classes() -> tuple[type, type]:
-    """Flower's adaptive-clipping wrappers with `_AdaptiveFixes` applied."""
-    from flwr.serverapp.strategy import (
-        DifferentialPrivacyClientSideAdaptiveClipping,
-        DifferentialPrivacyServerSideAdaptiveClipping,
-    )
-
-    class ServerSide(_AdaptiveFixes, DifferentialPrivacyServerSideAdaptiveClipping):
-        pass
-
-    class ClientSide(_AdaptiveFixes, DifferentialPrivacyClientSideAdaptiveClipping):
-        pass
-
-    return ServerSide, ClientSide
-
-
 def privatize(strategy: Any, cfg: Config, num_nodes: int) -> Any:
     """Wrap ``strategy`` for ``privacy.dp`` (returned unchanged when DP is off).
 
@@ -387,7 +341,7 @@ def privatize(strategy: Any, cfg: Config, num_nodes: int) -> Any:
     )
 
     if dp.mode.endswith("adaptive"):
-        server_cls, client_cls = _adaptive_classes()
+        server_cls, client_cls = adaptive_clipping_classes()
     strategy.weighted_by_key = DP_WEIGHT_KEY  # equal weights: the noise assumes them
     sampled = len(strategy.sample(1)) if hasattr(strategy, "partition_to_node") else num_nodes
     if cfg.federation.sampling == "poisson":  # Flower's constructor wants an int; the run sets

@@ -97,9 +97,9 @@ def poll_backoff(grid: Grid) -> PollBackoff:
     """The pull schedule for ``grid``: backing off to 1 s against a SuperLink (each pull is a
     request), a steady 20 ms on the simulation's in-memory grid (a pull is a dict lookup, and a
     late notice of the last reply would delay every round)."""
-    from flwr.superlink.grid import InMemoryGrid
+    from fedvida.federation.flower_compat import is_in_memory_grid
 
-    if isinstance(grid, InMemoryGrid):
+    if is_in_memory_grid(grid):
         return PollBackoff(POLL_SECONDS, POLL_SECONDS)
     return PollBackoff()
 

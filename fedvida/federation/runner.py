@@ -5,6 +5,11 @@ writes the resolved config into ``runs/<name>/config.yaml``, points the ServerAp
 ``FEDVIDA_CONFIG_PATH`` (``run_simulation`` gives apps an empty run_config), and starts
 ``flwr.simulation.run_simulation`` with the apps named in pyproject.toml
 (``server.server_app:app``, ``clients.client_app:app``), loaded by reference as Flower does.
+
+Flower 1.39 marks ``run_simulation`` deprecated in favour of ``flwr run``; fedvida shows that
+warning and keeps the in-process engine for ``fedvida simulate`` (docs/federation.md says why).
+`flwr_run_command` gives the ``flwr run`` command of the same simulation (same SuperNodes, Ray
+resources, config and run folder; tests/integration/test_flwr_run.py checks the numbers match).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import psutil
 
 from fedvida.config import Config, load_config
 from fedvida.errors import ConfigError, FedvidaError
+from fedvida.federation.flower_compat import fast_message_pickup, replace_dead_actors
 from fedvida.federation.rounds import ENGINE_STOPPED
 from fedvida.federation.settings import ENV_CONFIG, ENV_OVERRIDES
 from fedvida.reporting.runlog import RunLog, final_metrics
@@ -43,10 +49,9 @@ FLOWER_ENV = {
 }
 
 # Flower warnings that describe fedvida's deliberate choices, not a problem of the user's run:
-# `run_simulation` is the documented in-process engine here (docs/federation.md), and evaluation
-# is server-side (evaluate_fn), so federated evaluation is switched off on purpose.
-_EXPECTED_FLOWER_WARNINGS = ("DEPRECATED FEATURE", "fraction_evaluate is set to 0.0",
-                             "This is a deprecated feature")
+# evaluation is server-side (evaluate_fn), so federated evaluation is switched off on purpose.
+# Flower's deprecation warnings (e.g. of `run_simulation`) are shown, never filtered.
+_EXPECTED_FLOWER_WARNINGS = ("fraction_evaluate is set to 0.0",)
 
 
 class _ExpectedWarnings(logging.Filter):
@@ -164,6 +169,56 @@ def clients_that_fit(nodes: list[dict[str, float]], num_cpus: float, num_gpus: f
     return total
 
 
+def federation_config(cfg: Config, num_supernodes: int) -> str:
+    """``flwr run --federation-config`` value for the simulation `simulate_config` runs.
+
+    The same Ray settings as `backend_config` (Ray's CPUs, per-client CPUs / GPUs, log level)
+    and one virtual SuperNode per plan client, e.g. ``num-supernodes=4 backend="ray"
+    client-resources-num-cpus=1 client-resources-num-gpus=0.0 init-args-num-cpus=2
+    init-args-num-gpus=0 init-args-logging-level="WARNING" init-args-log-to-driver=true``.
+
+    Raises
+    ------
+    ConfigError
+        ``federation.num_cpus_per_client`` is not a whole number (Flower 1.39's simulation
+        config takes an integer there, ``run_simulation`` a float).
+    """
+    fed = cfg.federation
+    if not float(fed.num_cpus_per_client).is_integer():
+        raise ConfigError(
+            f"federation.num_cpus_per_client={fed.num_cpus_per_client:g}: flwr run's simulation "
+            "config takes a whole number of CPUs per client (fedvida simulate takes fractions)")
+    init = backend_config(cfg)["init_args"]
+    parts = [f"num-supernodes={int(num_supernodes)}", 'backend="ray"',
+             f"client-resources-num-cpus={int(fed.num_cpus_per_client)}",
+             f"client-resources-num-gpus={float(fed.num_gpus_per_client)}",
+             f"init-args-num-cpus={int(init['num_cpus'])}"]
+    if "num_gpus" in init:
+        parts.append(f"init-args-num-gpus={int(init['num_gpus'])}")
+    parts += [f'init-args-logging-level="{init["logging_level"]}"',
+              f"init-args-log-to-driver={str(bool(init['log_to_driver'])).lower()}"]
+    return " ".join(parts)
+
+
+def flwr_run_command(
+    cfg: Config, config_path: Path, overrides: list[str], methods: list[str], name: str,
+    num_supernodes: int, connection: str = "local",
+) -> list[str]:
+    """The ``flwr run`` command that runs what ``run_federated(cfg, methods, name)`` runs.
+
+    ``cfg`` is ``config_path`` loaded with ``overrides``; the run folder name and the methods
+    are added as overrides (``name=...``, ``federation.methods=[...]``), the number of virtual
+    SuperNodes (the plan's clients) and the Ray resources go to ``--federation-config``
+    (`federation_config`). ``connection``: a simulation connection in ``$FLWR_HOME/config.toml``
+    (``local``: Flower's managed local SuperLink).
+    """
+    from fedvida.federation.deploy import run_command
+
+    wanted = [*overrides, f"name={name}", f"federation.methods=[{','.join(methods)}]"]
+    return run_command(connection, config_path, wanted,
+                       federation_config=federation_config(cfg, num_supernodes))
+
+
 def check_resources(cfg: Config, gpus: int | None = None,
                     nodes: list[dict[str, float]] | None = None) -> str | None:
     """Fail before Ray starts when not one client fits in what Ray will have.
@@ -208,88 +263,6 @@ def check_resources(cfg: Config, gpus: int | None = None,
     return None
 
 
-PICKUP_SECONDS = 0.01  # how soon the simulation engine notices a pushed message
-_ENGINE_VERSION = "1.39.0"  # the flwr release whose simulation engine `_pick_up_messages` mirrors
-
-
-def _pick_up_messages(state: Any, queue: Any, nodes_mapping: Any, f_stop: Any) -> None:
-    """fedvida's replacement of Flower 1.39's ``vce_api.add_messages_to_queue``.
-
-    Flower's loop asks the link state for every node's next message (``get_message_ins``, which
-    scans every stored message and checks each one's federation) once per 0.1 s: a round starts
-    up to 0.1 s after the server pushed it, and with 1000 virtual nodes the driver spends its
-    time scanning for nodes that have nothing. This loop first looks at the stored messages
-    (one pass over a small dict) and asks only for the nodes that have an undelivered one, in
-    Flower's node order, every 10 ms. Delivery itself is Flower's (``get_message_ins`` marks
-    the message delivered and drops expired ones). A state without ``message_ins_store`` (not
-    the in-memory one) falls back to asking every node, like Flower.
-    """
-    store = getattr(state, "message_ins_store", None)
-    while not f_stop.is_set():
-        if store is None:
-            targets = list(nodes_mapping.keys())
-        else:
-            pending = {m.metadata.dst_node_id for m in list(store.values())
-                       if not m.metadata.delivered_at}
-            targets = [n for n in nodes_mapping if n in pending] if pending else []
-        for node_id in targets:
-            for msg in state.get_message_ins(node_id=node_id, limit=1):
-                queue.put(msg)
-        f_stop.wait(PICKUP_SECONDS)
-
-
-def fast_message_pickup() -> bool:
-    """Install `_pick_up_messages` in Flower's simulation engine (only on the pinned flwr)."""
-    import flwr
-    from flwr.server.superlink.fleet.vce import vce_api
-
-    if flwr.__version__ != _ENGINE_VERSION or not hasattr(vce_api, "add_messages_to_queue"):
-        return False
-    vce_api.add_messages_to_queue = _pick_up_messages
-    return True
-
-
-@contextlib.contextmanager
-def replace_dead_actors() -> Any:
-    """Patch Flower 1.39's Ray actor pool so that a dead actor is replaced, not reused.
-
-    ``BasicActorPool.fetch_result_and_return_actor_to_pool`` (``flwr.simulation.ray_transport
-    .ray_actor``) gets a result with ``ray.get``; when the actor died (OOM kill, segfault)
-    ``ray.get`` raises ``ActorDiedError`` and ``RayBackend.process_message`` puts the *dead*
-    actor back into the pool (``add_actor_back_to_pool``): every later message given to it
-    fails, and with it every later round. Here the dead actor's entry is swapped for a fresh
-    actor (``create_actor_fn``, the pool's own factory, same resources) before the error
-    propagates, so Flower returns the fresh one: only the message that was on the dead actor
-    fails (the round goes on with the other clients). Everything else is Flower's.
-
-    The one patch of a Flower internal in fedvida's simulation path; restored on exit
-    (``test_dead_actor_patch_targets_flowers_private_names`` checks the names still exist).
-    """
-    import ray
-    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
-
-    original = BasicActorPool.fetch_result_and_return_actor_to_pool
-
-    def fetch(self: Any, future: Any) -> Any:
-        try:
-            return original(self, future)
-        except ray.exceptions.ActorDiedError:
-            dead = self._future_to_actor.get(future)
-            if dead is not None:
-                with contextlib.suppress(Exception):
-                    ray.kill(dead)
-                self._future_to_actor[future] = self.create_actor_fn()
-                logging.getLogger("fedvida.runner").warning(
-                    "a Ray client actor died; replaced by a fresh one (its message failed)")
-            raise
-
-    BasicActorPool.fetch_result_and_return_actor_to_pool = fetch  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        BasicActorPool.fetch_result_and_return_actor_to_pool = original  # type: ignore[method-assign]
-
-
 def simulate_config(
     config_path: Path, num_clients: int, cfg: Config, overrides: str = "", verbose: bool = False
 ) -> None:
@@ -313,7 +286,6 @@ def simulate_config(
         from fedvida.reporting.console import console
 
         console.print(f"joining the {cluster}", markup=False)
-    fast_message_pickup()
     watch = ChildWatch()
     watch.start()
     before = set(threading.enumerate())
@@ -321,7 +293,7 @@ def simulate_config(
     waiting: list[threading.Thread] = []
     returned = False
     try:
-        with replace_dead_actors():
+        with fast_message_pickup(), replace_dead_actors():
             run_simulation(
                 server_app=load_component(SERVER_APP),
                 client_app=load_component(CLIENT_APP),

@@ -64,17 +64,21 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.common.secure_aggregation.secaggplus_constants import (
-    RECORD_KEY_CONFIGS,
-    RECORD_KEY_STATE,
-    Key,
-    Stage,
-)
-from flwr.supercore.inflatable.inflatable_object import no_object_id_recompute
 
 from fedvida.config import Config, SecAggConfig
 from fedvida.errors import ConfigError
 from fedvida.federation import records as R
+from fedvida.federation.flower_compat import (
+    RECORD_KEY_CONFIGS,
+    RECORD_KEY_STATE,
+    fitres_record,
+    grid_client_proxy,
+    legacy_context,
+    no_object_id_recompute,
+    workflow_state,
+)
+from fedvida.federation.flower_compat import SecAggKey as Key
+from fedvida.federation.flower_compat import SecAggStage as Stage
 from fedvida.federation.metering import Traffic
 from fedvida.federation.rounds import Exchange, exchange
 
@@ -211,11 +215,10 @@ def _reply_problem(content: RecordDict, stage: str, weight_key: str) -> str:
 def _with_legacy_fitres(content: RecordDict, weight_key: str) -> RecordDict:
     """The collect reply as Flower's workflow reads it: the masked vector back in the protocol
     record (the same np.save bytes) and the ``fitres.*`` records (no parameters: masked)."""
-    import flwr.compat.common.recorddict_compat as compat
     from flwr.common import Code, FitRes, Parameters, Status
 
     weight = content.metric_records[R.METRICS_KEY][weight_key]
-    legacy = compat.fitres_to_recorddict(
+    legacy = fitres_record(
         FitRes(Status(Code.OK, ""), Parameters([], "numpy.ndarray"), weight, {}),  # type: ignore[arg-type]
         keep_input=True)
     masked = content.array_records[MASKED_KEY]
@@ -227,7 +230,6 @@ def _with_legacy_fitres(content: RecordDict, weight_key: str) -> RecordDict:
 def _legacy_strategy(node_ids: list[int], grid: Any) -> Any:
     """A legacy Strategy that offers the workflow fedvida's sampled nodes and keeps the sum."""
     from flwr.common import FitIns, Parameters, parameters_to_ndarrays
-    from flwr.server.compat.grid_client_proxy import GridClientProxy
     from flwr.server.strategy import Strategy
 
     class Sampled(Strategy):
@@ -238,7 +240,7 @@ def _legacy_strategy(node_ids: list[int], grid: Any) -> Any:
 
         def configure_fit(self, server_round: int, parameters: Parameters,
                           client_manager: Any) -> list[tuple[Any, FitIns]]:
-            return [(GridClientProxy(nid, grid, 0), FitIns(parameters, {})) for nid in node_ids]
+            return [(grid_client_proxy(nid, grid), FitIns(parameters, {})) for nid in node_ids]
 
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
             if not results:
@@ -321,11 +323,6 @@ class SecureExchange:
             every stage; ``traffic`` of all stages; ``extra``: ``sampled`` and a ``secagg``
             entry (bytes, messages and seconds per stage) for the metrics.jsonl line.
         """
-        from flwr.server.compat.legacy_context import LegacyContext
-        from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
-        from flwr.server.workflow.constant import Key as WorkflowKey
-        from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
-
         start = time.perf_counter()
         msgs = list(messages)
         stage_timeout = float(self.secagg.timeout_s or timeout)
@@ -338,15 +335,11 @@ class SecureExchange:
             })
         view = _StageGrid(grid, node_to_partition, stage_timeout, self.weight_key)
         strategy = _legacy_strategy(list(instructions), grid)
-        context = LegacyContext(Context(run_id=0, node_id=0, node_config={}, state=RecordDict(),
-                                        run_config={}), strategy=strategy)
         server_round = int(cast(int, msgs[0].content.config_records[R.CONFIG_KEY][R.CFG_ROUND])
                            ) if msgs else 0
-        context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
-            {WorkflowKey.CURRENT_ROUND: server_round})
-        context.state.array_records[MAIN_PARAMS_RECORD] = ArrayRecord()
+        context = legacy_context(strategy, server_round)
         workflow = _workflow(self.secagg, self.max_weight, stage_timeout, instructions)
-        state = WorkflowState()
+        state = workflow_state()
         steps = (workflow.setup_stage, workflow.share_keys_stage,
                  workflow.collect_masked_vectors_stage, workflow.unmask_stage)
         stopped = ""
@@ -504,7 +497,6 @@ def _masked_arrays(masked: list[bytes]) -> ArrayRecord:
 
 def _masked_training(msg: Message, context: Context, call_next: Any) -> Message:
     """Train on the fedvida instruction; hand Flower's mod the weighted update as a ``FitRes``."""
-    import flwr.compat.common.recorddict_compat as compat
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
     from fedvida.federation.client import ClientFailure, instruction_config
@@ -535,7 +527,7 @@ def _masked_training(msg: Message, context: Context, call_next: Any) -> Message:
     np.random.seed(int(np.random.SeedSequence(
         [seed, int(cast(int, conf[R.CFG_ROUND])), partition_of(context.node_config),
          _ROUNDING_SALT]).generate_state(1)[0]))
-    legacy = compat.fitres_to_recorddict(
+    legacy = fitres_record(
         FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), weight, {}),  # type: ignore[arg-type]
         keep_input=False)
     legacy[R.METRICS_KEY] = metrics

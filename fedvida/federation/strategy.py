@@ -21,7 +21,7 @@ The aggregation itself is Flower's (``flwr.serverapp.strategy``); the mixin adds
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -29,6 +29,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from fedvida.config import Config
+from fedvida.federation.flower_compat import ReplyCheckHook, configure_for_nodes
 from fedvida.federation.privacy import DP_WEIGHT_KEY
 from fedvida.federation.records import ARRAYS_KEY, CONFIG_KEY, WEIGHT_KEY
 
@@ -92,21 +93,7 @@ def weighted_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY) ->
     return MetricRecord({k: sums[k] / weights[k] for k in sorted(sums) if weights[k] > 0})
 
 
-class _FixedGrid:
-    """A grid view that offers exactly the sampled nodes to Flower's ``configure_*``."""
-
-    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
-        self._grid = grid
-        self._node_ids = node_ids
-
-    def get_node_ids(self) -> list[int]:
-        return list(self._node_ids)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
-
-
-class MeteredStrategy(FedAvg):
+class MeteredStrategy(ReplyCheckHook, FedAvg):
     """FedAvg with seeded sampling, ordered tolerant aggregation and checkpointable state.
 
     Also the mixin of the FedProx / FedAdam variants (listed first among their bases, so that
@@ -133,29 +120,15 @@ class MeteredStrategy(FedAvg):
             "fixed" if evaluate else self.sampling,
         )
 
-    def _with_fixed_nodes(self, node_ids: list[int], call: Any) -> Iterable[Message]:
-        saved = (self.fraction_train, self.fraction_evaluate, self.min_train_nodes,
-                 self.min_evaluate_nodes, self.min_available_nodes)
-        n = len(node_ids)
-        self.fraction_train = self.fraction_evaluate = 1.0
-        self.min_train_nodes = self.min_evaluate_nodes = self.min_available_nodes = n
-        try:
-            return list(call())
-        finally:
-            (self.fraction_train, self.fraction_evaluate, self.min_train_nodes,
-             self.min_evaluate_nodes, self.min_available_nodes) = saved
-
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         nodes = [self.partition_to_node[p] for p in self.sample(server_round)]
         if not nodes:  # a Poisson round that sampled nobody
             return []
-        fixed = cast(Grid, _FixedGrid(grid, nodes))
         parent = super().configure_train
-        return self._with_fixed_nodes(
-            nodes, lambda: parent(server_round, arrays, config, fixed)
-        )
+        return configure_for_nodes(
+            self, lambda view: parent(server_round, arrays, config, view), grid, nodes)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -163,11 +136,9 @@ class MeteredStrategy(FedAvg):
         if self.fraction_evaluate <= 0.0:
             return []
         nodes = [self.partition_to_node[p] for p in self.sample(server_round, evaluate=True)]
-        fixed = cast(Grid, _FixedGrid(grid, nodes))
         parent = super().configure_evaluate
-        return self._with_fixed_nodes(
-            nodes, lambda: parent(server_round, arrays, config, fixed)
-        )
+        return configure_for_nodes(
+            self, lambda view: parent(server_round, arrays, config, view), grid, nodes)
 
     def order_replies(self, replies: Iterable[Message]) -> list[Message]:
         """Replies sorted by the sender's partition id."""
@@ -175,9 +146,11 @@ class MeteredStrategy(FedAvg):
             replies, key=lambda m: self.node_to_partition.get(m.metadata.src_node_id, 1 << 30)
         )
 
-    def _check_and_log_replies(
-        self, replies: Iterable[Message], is_train: bool, validate: bool = True
+    def check_replies(
+        self, replies: Iterable[Message], is_train: bool
     ) -> tuple[list[Message], list[Message]]:
+        """``(valid, errors)`` of ``replies`` in partition order; a malformed reply is recorded in
+        ``rejected`` and counted as an error (Flower's aggregation calls this first)."""
         valid: list[Message] = []
         errors: list[Message] = []
         expected = getattr(self, "_expected_keys", None)

@@ -13,13 +13,13 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from fedvida.config import Config
+from fedvida.federation.flower_compat import fast_message_pickup, replace_dead_actors
 from fedvida.federation.runner import (
     CLIENT_APP,
     ChildWatch,
     backend_config,
     flower_environment,
     load_component,
-    replace_dead_actors,
 )
 
 
@@ -65,7 +65,8 @@ def simulate_server(
     watch = ChildWatch()
     watch.start()
     try:
-        with replace_dead_actors():  # as `runner.simulate_config` runs the product's simulation
+        # as `runner.simulate_config` runs the product's simulation
+        with fast_message_pickup(), replace_dead_actors():
             run_simulation(server_app=server_app,
                            client_app=client_app or load_component(CLIENT_APP),
                            num_supernodes=num_supernodes,

@@ -18,7 +18,6 @@ import pytest
 from deploy_helpers import free_port as _free_port
 from deploy_helpers import stop as _stop
 from deploy_helpers import wait_for as _wait_for
-from flwr.cli.build import build_fab_from_disk
 
 from fedvida.config import Config
 from fedvida.federation.deploy import (
@@ -30,6 +29,7 @@ from fedvida.federation.deploy import (
     write_connection,
     write_node_keys,
 )
+from fedvida.federation.flower_compat import build_fab
 from fedvida.federation.runner import process_env
 from fedvida.federation.wiretap import WireTap
 from fedvida.reporting.runlog import RunLog
@@ -129,7 +129,7 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
     # the other node pushed first), so the wire can carry less than the metered payload: measured
     # 0.95 (no object skipped) to 1.12 (the untrained generator skipped once per round); skipping
     # every unchanged array of both replies would give about 1.4. Both bands catch a 2x miscount.
-    fab = len(build_fab_from_disk(PROJECT))
+    fab = len(build_fab(PROJECT))
     # every round's exchanges plus the last round's validation exchange (select_round)
     down = sum(ln["bytes_down"] + ln.get("validation", {}).get("bytes_down", 0) for ln in lines)
     up = sum(ln["bytes_up"] + ln.get("validation", {}).get("bytes_up", 0) for ln in lines)

@@ -24,7 +24,9 @@ def test_client_side_clipping_and_central_noise_are_accounted_per_round(
 ) -> None:
     # Arrange: a clipping norm far below the clients' update norms, little noise; the noise
     # the server adds (in this process: the ServerApp runs here) is recorded as it is added
-    import flwr.serverapp.strategy.dp_fixed_clipping as flower_fixed
+    from fedvida.federation.flower_compat import dp_noise_modules
+
+    flower_fixed = dp_noise_modules()["fixed"]
 
     added: list[tuple[list[np.ndarray], list[np.ndarray]]] = []  # (noise, noisy result)
     real_noise = flower_fixed.add_gaussian_noise_inplace

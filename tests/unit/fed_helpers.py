@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedvida.federation import records as R
 from fedvida.federation.client import client_seed
+from fedvida.federation.flower_compat import set_message_id, set_task_identity
 
 Handler = Callable[[Message, Context], Message]
 
@@ -26,9 +26,7 @@ Handler = Callable[[Message, Context], Message]
 @pytest.fixture(autouse=True)
 def task_identity() -> None:
     # what a ServerApp process has; needed to build Messages outside Flower
-    TaskIdentity.run_id = 7
-    TaskIdentity.node_id = 0
-    TaskIdentity.task_id = 1
+    set_task_identity(run_id=7, node_id=0, task_id=1)
 
 
 class LocalGrid:
@@ -55,7 +53,7 @@ class LocalGrid:
         ids = []
         for msg in messages:
             mid = str(uuid.uuid4())
-            msg.metadata.__dict__["_message_id"] = mid
+            set_message_id(msg, mid)
             node = msg.metadata.dst_node_id
             self.futures[mid] = self.pool.submit(self._run, node, msg)
             ids.append(mid)

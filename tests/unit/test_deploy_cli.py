@@ -84,3 +84,37 @@ def test_a_node_extract_with_a_missing_clips_folder_is_one_line(
     assert main(["extract", "--client", "0", "--clips", str(tmp_path / "my-clips")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"fedvida: error: --clips {tmp_path / 'my-clips'}: not a folder"
+
+
+def test_simulate_prints_the_flwr_run_command_of_the_same_simulation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+    from types import SimpleNamespace
+
+    from fedvida.config import load_config
+    from fedvida.federation.flower_compat import parse_config_args
+    from fedvida.federation.settings import server_config, split_overrides
+
+    monkeypatch.setattr("fedvida.data.partition.Plan.load",
+                        classmethod(lambda cls, path: SimpleNamespace(num_clients=3)))
+    # Act
+    assert main(["simulate", "--config", "configs/smoke.yaml", "--set", "federation.rounds=2",
+                 "--method", "gt_audio", "--name", "twin", "--print-flwr-run", "sim"]) == 0
+    argv = shlex.split(capsys.readouterr().out)
+    # Assert: Flower's own parsers read one SuperNode per plan client and the Ray resources,
+    # and the ServerApp resolves the config simulate would run (name, method, override)
+    assert argv[:4] == ["flwr", "run", ".", "sim"] and "--stream" in argv
+    fed = parse_config_args(argv[argv.index("--federation-config") + 1])
+    smoke = load_config("configs/smoke.yaml")
+    assert fed["num-supernodes"] == 3 and fed["backend"] == "ray"
+    assert fed["client-resources-num-cpus"] == smoke.federation.num_cpus_per_client
+    run_config = parse_config_args(argv[argv.index("--run-config") + 1])
+    cfg = server_config(run_config)
+    assert run_config["config-path"] == "configs/smoke.yaml"
+    assert split_overrides(str(run_config["overrides"]))[0] == "federation.rounds=2"
+    assert cfg.name == "twin" and cfg.federation.methods == ["gt_audio"]
+    assert cfg.federation.rounds == 2
+    # --resume: one line saying what to do instead
+    assert main(["simulate", "--resume", "runs/twin", "--print-flwr-run"]) == 2
+    assert "--print-flwr-run with --resume" in capsys.readouterr().err

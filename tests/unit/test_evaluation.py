@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedvida.config import load_config
 from fedvida.features.cache import FeatureSet
+from fedvida.federation.flower_compat import aggregate_arrayrecords
 from fedvida.models.classifier import ABSENT, GENERATED, REAL, ActionClassifier
 from fedvida.models.container import FeatureDims, build_model
 from fedvida.models.heads import ClassPrototypes

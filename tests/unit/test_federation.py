@@ -295,7 +295,7 @@ def test_engine_pickup_asks_only_nodes_with_pending_messages_in_flowers_order() 
     import threading
     from types import SimpleNamespace
 
-    from fedvida.federation.runner import _pick_up_messages
+    from fedvida.federation.flower_compat import pick_up_messages
 
     class State:
         """The in-memory link state's surface the pickup loop uses."""
@@ -318,7 +318,7 @@ def test_engine_pickup_asks_only_nodes_with_pending_messages_in_flowers_order() 
             id=mid, metadata=SimpleNamespace(dst_node_id=node, delivered_at=""))
     out: queue.Queue[SimpleNamespace] = queue.Queue()
     stop = threading.Event()
-    worker = threading.Thread(target=_pick_up_messages,
+    worker = threading.Thread(target=pick_up_messages,
                               args=(state, out, {10: 0, 20: 1, 30: 2}, stop))
     worker.start()
     got = [out.get(timeout=5).id for _ in range(3)]
@@ -342,8 +342,7 @@ def test_instruction_config_is_parsed_once_for_every_virtual_client() -> None:
 
 
 def test_reply_polling_backs_off_while_nothing_arrives_and_resets_on_a_reply() -> None:
-    from flwr.superlink.grid import InMemoryGrid
-
+    from fedvida.federation.flower_compat import in_memory_grid_class
     from fedvida.federation.rounds import PollBackoff, poll_backoff
 
     backoff = PollBackoff(0.02, 1.0)
@@ -358,7 +357,8 @@ def test_reply_polling_backs_off_while_nothing_arrives_and_resets_on_a_reply() -
     assert pulls < 70
     # the simulation's in-memory grid keeps the steady 20 ms (a pull is a dict lookup); any
     # other grid (a SuperLink) backs off
-    sim = poll_backoff(InMemoryGrid.__new__(InMemoryGrid))
+    grid_class = in_memory_grid_class()
+    sim = poll_backoff(grid_class.__new__(grid_class))
     assert [sim.next_wait(False) for _ in range(3)] == pytest.approx([0.02] * 3)
     assert poll_backoff(LocalGrid({})).most == 1.0  # type: ignore[arg-type]
 
@@ -476,24 +476,6 @@ def test_fewer_nodes_than_the_plan_is_said_with_both_numbers() -> None:
     assert "partitions 2, 3, 4, 5, 6, 7, 8, 9 will not train" in text
     assert "num-supernodes=10" in text
     assert coverage_warning({11: 0, 12: 1}, 2) is None
-
-
-def test_dead_actor_patch_targets_flowers_private_names() -> None:
-    # `runner.replace_dead_actors` patches one Flower internal and relies on two private
-    # attributes of its pool: a Flower upgrade that renames them must fail here, not silently
-    import inspect
-
-    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
-
-    from fedvida.federation.runner import replace_dead_actors
-
-    original = BasicActorPool.fetch_result_and_return_actor_to_pool
-    source = inspect.getsource(BasicActorPool)
-    assert "self._future_to_actor" in source and "self.create_actor_fn" in source
-    assert "add_actor_back_to_pool" in source
-    with replace_dead_actors():
-        assert BasicActorPool.fetch_result_and_return_actor_to_pool is not original
-    assert BasicActorPool.fetch_result_and_return_actor_to_pool is original  # restored
 
 
 def test_unaggregated_rounds_are_named_for_the_summary(tmp_path: Path) -> None:

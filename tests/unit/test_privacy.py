@@ -68,9 +68,11 @@ def test_accountant_matches_known_values_for_the_gaussian_mechanism() -> None:
         SamplingMethod,
     )
 
-    orders = list(RdpAccountant(PrivacyConfig(
+    from fedvida.federation.flower_compat import rdp_orders
+
+    orders = rdp_orders(RdpAccountant(PrivacyConfig(
         DELTA, 10, NeighboringRelation.ADD_OR_REMOVE_ONE, SamplingMethod.NO_AMPLIFICATION,
-    ))._orders)
+    )))
     for sigma, count in [(1.0, 1), (1.0, 10), (4.0, 50)]:
         # Act
         eps = gaussian_epsilon([(sigma, count)], DELTA, population=10)
@@ -145,7 +147,9 @@ def test_central_noise_std_is_computed_for_the_updates_actually_averaged(
     # The documented calibration: noise std = z C / m with m the updates *averaged*. With 4
     # clients sampled and one failing every round, Flower must be asked for m = 3 each round
     # (an empirical std over a few entries cannot tell 3 from 4: this spies the value itself)
-    import flwr.serverapp.strategy.dp_fixed_clipping as flower_fixed
+    from fedvida.federation.flower_compat import dp_noise_modules
+
+    flower_fixed = dp_noise_modules()["fixed"]
 
     asked: list[tuple[float, float, int]] = []
     real = flower_fixed.compute_stdv
@@ -285,7 +289,9 @@ def test_adaptive_noise_uses_the_norm_the_round_clipped_with(
 ) -> None:
     # Flower updates the norm before adding the round's noise; fedvida scales the noise by the
     # norm the updates were clipped to (a shrinking norm would otherwise under-noise the round)
-    import flwr.serverapp.strategy.dp_adaptive_clipping as flower_adaptive
+    from fedvida.federation.flower_compat import dp_noise_modules
+
+    flower_adaptive = dp_noise_modules()["adaptive"]
 
     used: list[float] = []
     real = flower_adaptive.compute_stdv
@@ -376,7 +382,9 @@ def test_poisson_sampling_is_seeded_independent_and_may_be_empty() -> None:
 def test_poisson_central_dp_divides_by_q_n_and_releases_every_round(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flwr.serverapp.strategy.dp_fixed_clipping as flower_fixed
+    from fedvida.federation.flower_compat import dp_noise_modules
+
+    flower_fixed = dp_noise_modules()["fixed"]
 
     asked: list[float] = []
     real = flower_fixed.compute_stdv

@@ -22,13 +22,12 @@ from fed_helpers import (  # noqa: F401
 )
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 
 from fedvida.config import Config, SecAggConfig, load_config
 from fedvida.errors import ConfigError
 from fedvida.federation import records as R
 from fedvida.federation.client import guarded
+from fedvida.federation.flower_compat import message_from_objects, message_objects, set_message_id
 from fedvida.federation.privacy import DP_WEIGHT_KEY, dp_mod, privatize
 from fedvida.federation.rounds import RoundOutcome, run_round
 from fedvida.federation.secagg import (
@@ -49,9 +48,9 @@ MAX_WEIGHT = 20.0  # stand-in clients report num-examples 10 + partition
 
 def delivered(msg: Message) -> Message:
     """What a node receives: the message deflated and inflated again, as through a SuperLink."""
-    contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(msg).items()}
-    out = inflate_object_from_contents(msg.object_id, contents)
-    out.metadata.__dict__["_message_id"] = msg.metadata.message_id  # set by the SuperLink
+    contents = {oid: obj.deflate() for oid, obj in message_objects(msg).items()}
+    out = message_from_objects(msg.object_id, contents)
+    set_message_id(out, msg.metadata.message_id)  # set by the SuperLink
     return out  # type: ignore[return-value]
 
 
