@@ -33,7 +33,7 @@ import numpy as np
 from fedvida.config import Config
 from fedvida.errors import InputError
 from fedvida.federation.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
-from fedvida.federation.settings import run_dir
+from fedvida.federation.run_config import run_dir
 
 _log = logging.getLogger("fedvida.nodestate")
 LOCAL = "local"  # model parts that are not shared

@@ -25,7 +25,7 @@ import psutil
 from fedvida.config import Config, load_config
 from fedvida.errors import ConfigError, FedvidaError
 from fedvida.federation.rounds import ENGINE_STOPPED
-from fedvida.federation.settings import ENV_CONFIG, ENV_OVERRIDES
+from fedvida.federation.run_config import ENV_CONFIG, ENV_OVERRIDES
 from fedvida.reporting.runlog import RunLog, final_metrics
 
 SERVER_APP = "server.server_app:app"

@@ -75,6 +75,12 @@ from flwr.supercore.inflatable.inflatable_object import no_object_id_recompute
 from fedvida.config import Config, SecAggConfig
 from fedvida.errors import ConfigError
 from fedvida.federation import records as R
+from fedvida.federation.keys import (
+    CFG_WEIGHT_KEY,
+    DP_WEIGHT_KEY,
+    MASKED_KEY,
+    SECAGG_MESSAGE_TYPE,
+)
 from fedvida.federation.metering import Traffic
 from fedvida.federation.rounds import Exchange, exchange
 
@@ -84,13 +90,10 @@ if TYPE_CHECKING:
 
     from fedvida.data.partition import Plan
 
-SECAGG_ACTION = "secagg"
-SECAGG_MESSAGE_TYPE = f"train.{SECAGG_ACTION}"  # routed to the ClientApp's SecAgg+ handler
-CFG_WEIGHT_KEY = "secagg-weight-key"  # train ConfigRecord: the metric the client weights by
 PROTOCOL_KEY = RECORD_KEY_CONFIGS  # the protocol's ConfigRecord, both ways
-# the masked vector travels as an ArrayRecord of its int64 arrays (Flower puts the same np.save
-# bytes in the ConfigRecord, which costs ~0.1 s to serialize per 10 MB every time it is metered)
-MASKED_KEY = "secagg-masked"
+# the masked vector travels as an ArrayRecord of its int64 arrays, MASKED_KEY (Flower puts the
+# same np.save bytes in the ConfigRecord, which costs ~0.1 s to serialize per 10 MB every time it
+# is metered)
 STAGES = Stage.all()  # setup, share_keys, collect_masked_vectors, unmask
 # what a client may put in the protocol record of a reply (bytes and node ids only)
 REPLY_KEYS = frozenset({Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2, Key.DESTINATION_LIST,
@@ -116,7 +119,6 @@ def check_secagg(secagg: SecAggConfig, sampled: int, where: str = "") -> None:
 
 def max_weight_for(weight_key: str, plan: Plan) -> float:
     """The ``max_weight`` SecAgg+ scales client weights by (their ratio must stay <= 1)."""
-    from fedvida.federation.privacy import DP_WEIGHT_KEY
 
     if weight_key == R.WEIGHT_KEY:
         return float(max([len(c) for c in plan.clients] or [1]))
@@ -470,7 +472,7 @@ def secagg_mod(msg: Message, context: Context, call_next: Any) -> Message:
     """
     from flwr.client.mod import secaggplus_mod
 
-    from fedvida.federation.client import ClientFailure
+    from fedvida.federation.node import ClientFailure
 
     def inner(m: Message, c: Context) -> Message:
         return _masked_training(m, c, call_next)
@@ -507,9 +509,9 @@ def _masked_training(msg: Message, context: Context, call_next: Any) -> Message:
     import flwr.compat.common.recorddict_compat as compat
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
-    from fedvida.federation.client import ClientFailure, instruction_config
+    from fedvida.federation.node import ClientFailure, instruction_config
     from fedvida.federation.rounds import error_summary
-    from fedvida.federation.settings import partition_of
+    from fedvida.federation.run_config import partition_of
 
     conf = msg.content.config_records[R.CONFIG_KEY]
     incoming = msg.content.array_records[R.ARRAYS_KEY]

@@ -27,10 +27,11 @@ from fedvida.federation.compression import describe, instruction_keys
 from fedvida.federation.metering import Traffic
 from fedvida.federation.privacy import CENTRAL_MODES, privatize
 from fedvida.federation.rounds import RoundOutcome, check_engine, exchange, run_round
+from fedvida.federation.run_config import run_dir
 from fedvida.federation.secagg import secure_exchange
-from fedvida.federation.settings import run_dir
 from fedvida.federation.strategy import make_strategy
 from fedvida.reporting.runlog import RunLog, final_metrics, write_report
+from fedvida.training.methods import shared_parts
 
 _log = logging.getLogger("fedvida.server")
 RoundHook = Callable[[dict[str, Any]], None]
@@ -104,7 +105,7 @@ class ServerEvaluator:
 
     def __init__(self, cfg: Config, digest: str) -> None:
         from fedvida.features.cache import load_features
-        from fedvida.federation.client import dictionary_for, local_features
+        from fedvida.federation.loaders import dictionary_for, local_features
         from fedvida.models.container import FeatureDims
 
         self.plan, self.test = local_features(cfg, "test")
@@ -116,11 +117,12 @@ class ServerEvaluator:
         self._models: dict[tuple[str, int], Any] = {}
 
     def initial_state(self, cfg: Config) -> dict[str, np.ndarray]:
-        """The shared parts of a freshly built model (seeded by ``train.seed``)."""
+        """The method's shared parts of a freshly built model (seeded by ``train.seed``)."""
         from fedvida.models.container import build_model, select_state
+        from fedvida.training.methods import shared_parts
 
         model = build_model(cfg, self.dims)
-        shared = select_state(model, cfg.federation.shared_prefixes)
+        shared = select_state(model, shared_parts(cfg, cfg.train.method))
         return {k: v.numpy() for k, v in shared.items()}
 
     def __call__(self, cfg: Config, arrays: dict[str, np.ndarray]) -> dict[str, float]:
@@ -209,7 +211,7 @@ def run_method(
     record = R.numpy_to_arrays(arrays)
     base = {R.CFG_METHOD: method, R.CFG_EPOCHS: fed.local_epochs, R.CFG_DIGEST: digest,
             R.CFG_YAML: cfg.to_yaml(), **instruction_keys(cfg.communication)}
-    communication = describe(cfg.communication, fed.shared_prefixes)
+    communication = describe(cfg.communication, shared_parts(cfg, method))
     minimum = min(fed.min_train_clients, len(nodes))
     if fed.sampling == "poisson" and cfg.privacy.dp.mode in CENTRAL_MODES:
         minimum = 0  # DP-FedAvg releases a noisy aggregate every round, whoever was sampled

@@ -166,7 +166,9 @@ def _config_facts(cfg: Config) -> dict[str, Any]:
         "dp_mode": dp.mode, "noise_multiplier": dp.noise_multiplier,
         "clipping_norm": dp.clipping_norm, "secagg": cfg.privacy.secagg.enabled,
         "uplink": cfg.communication.uplink, "downlink": cfg.communication.downlink,
-        "shared_prefixes": list(cfg.federation.shared_prefixes),
+        # null: each method shares the parts it trains (fedvida.training.methods.shared_parts)
+        "shared_prefixes": (["trained"] if cfg.federation.shared_prefixes is None
+                            else list(cfg.federation.shared_prefixes)),
         "clip_rate": w.clip_rate, "client_dist": w.client_dist,
         "no_audio_client_share": w.no_audio_client_share, "test_rate": w.test_rate,
         "rounds": cfg.federation.rounds, "local_epochs": cfg.federation.local_epochs,
@@ -351,6 +353,14 @@ def _privacy_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def shared_label(facts: dict[str, Any], method: str) -> str:
+    """The model parts a cell's ``method`` shared, as ``a+b`` (the default: its trained parts)."""
+    from fedvida.training.methods import get_method
+
+    shared = facts["shared_prefixes"]
+    return "+".join(get_method(method).trains if shared == ["trained"] else shared)
+
+
 def _communication_section(doc: dict[str, Any]) -> list[str]:
     metric, target = doc["metric"], doc["target"]
     rows, exceed = [], []
@@ -365,7 +375,7 @@ def _communication_section(doc: dict[str, Any]) -> list[str]:
             total = last["bytes_down"] + last["bytes_up"]
             hit = bytes_to_target(curve, metric, target)
             rows.append([c["index"], m, cf["uplink"], cf["downlink"],
-                         "+".join(cf["shared_prefixes"]), _f(r.get(metric)),
+                         shared_label(cf, m), _f(r.get(metric)),
                          _mb(total / max(1, last["round"])), _mb(total),
                          "-" if hit is None else hit[0], "not reached" if hit is None
                          else _mb(hit[1])])
@@ -373,8 +383,7 @@ def _communication_section(doc: dict[str, Any]) -> list[str]:
             for _, amount in refs:
                 got = rounds_to_exceed(curve, amount)
                 cells.append("-" if got is None else f"{got[0]}" if got[1] else f"~{got[0]}")
-            exceed.append([c["index"], m, cf["uplink"], "+".join(cf["shared_prefixes"]),
-                           *cells])
+            exceed.append([c["index"], m, cf["uplink"], shared_label(cf, m), *cells])
     out = ["## Accuracy vs bytes", "",
            f"Bytes are the serialized messages of every round, down + up, cumulative. "
            f"'to target' = the first round whose {metric} >= {target:g} and the bytes moved "
@@ -382,10 +391,14 @@ def _communication_section(doc: dict[str, Any]) -> list[str]:
     out += markdown_table(["#", "method", "uplink", "downlink", "shared", metric,
                            "MB / round", "MB total", f"round to {target:g}",
                            f"MB to {target:g}"], rows)
-    from fedvida.config import FederationConfig
+    from fedvida.models.container import PREFIXES
 
-    every_part = set(FederationConfig().shared_prefixes)  # the default shares the whole model
-    if any(set(c["config"]["shared_prefixes"]) != every_part for c in doc["cells"]):
+    # a listed subset leaves trained parts on the nodes; the default ("trained") leaves only
+    # parts the method never changes, which are at their initial values everywhere
+    def partial(shared: list[str]) -> bool:
+        return shared != ["trained"] and not set(PREFIXES) <= set(shared)
+
+    if any(partial(c["config"]["shared_prefixes"]) for c in doc["cells"]):
         out += ["", "Partial sharing: the server evaluates the global model with the parts that "
                 "are not shared at their seeded initial values (they live only on the clients), "
                 f"so its {metric} is not what the clients' own models reach."]

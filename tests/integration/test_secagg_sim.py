@@ -18,9 +18,9 @@ from sim_helpers import RecordingGrid, simulate_server
 
 from fedvida.config import Config
 from fedvida.federation.checkpoints import checkpoint_dir, load_checkpoint
+from fedvida.federation.keys import SECAGG_MESSAGE_TYPE
 from fedvida.federation.records import check_reply
 from fedvida.federation.secagg import (
-    SECAGG_MESSAGE_TYPE,
     STAGES,
     check_secagg_reply,
     quantization_bound,

@@ -22,10 +22,10 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from sim_helpers import RecordingGrid, assert_resumed_log, simulate_server
 
+from clients import client_app as fc
 from fedvida.config import Config
 from fedvida.data.partition import Plan
 from fedvida.errors import InputError
-from fedvida.federation import client as fc
 from fedvida.federation.checkpoints import checkpoint_dir, load_checkpoint
 from fedvida.federation.records import check_reply
 from fedvida.federation.runner import run_federated
@@ -131,18 +131,18 @@ def _train(msg: Message, context: Context) -> Message:
         where = Path("/srv") / "clients" / "1" / "cache" / "shard_0003.npy"  # a private path
         raise InputError(f"{where}: truncated")
 
-    handler = broken if int(context.node_config["partition-id"]) == 1 else fc.train
+    handler = broken if int(context.node_config["partition-id"]) == 1 else fc.handle_train
     return fc.guarded(handler)(msg, context)
 
 
 @faulty_app.evaluate()
 def _evaluate(msg: Message, context: Context) -> Message:
-    return fc.guarded(fc.evaluate)(msg, context)
+    return fc.guarded(fc.handle_evaluate)(msg, context)
 
 
 @faulty_app.query()
 def _query(msg: Message, context: Context) -> Message:
-    return fc.guarded(fc.identify)(msg, context)
+    return fc.guarded(fc.handle_query)(msg, context)
 
 
 def test_faulty_client_no_audio_client_and_privacy_boundary(
@@ -202,12 +202,12 @@ def _dying_train(msg: Message, context: Context) -> Message:
     rnd = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
     if (int(context.node_config["partition-id"]), rnd) == KILL_AT:
         os.kill(os.getpid(), signal.SIGKILL)
-    return fc.guarded(fc.train)(msg, context)
+    return fc.guarded(fc.handle_train)(msg, context)
 
 
 @dying_app.query()
 def _dying_query(msg: Message, context: Context) -> Message:
-    return fc.guarded(fc.identify)(msg, context)
+    return fc.guarded(fc.handle_query)(msg, context)
 
 
 def test_a_killed_client_actor_is_replaced_and_later_rounds_aggregate(

@@ -18,7 +18,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedvida.federation import records as R
-from fedvida.federation.client import client_seed
+from fedvida.federation.node import client_seed
 
 Handler = Callable[[Message, Context], Message]
 

@@ -25,16 +25,15 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
 
+from clients.client_app import guarded
 from fedvida.config import Config, SecAggConfig, load_config
 from fedvida.errors import ConfigError
 from fedvida.federation import records as R
-from fedvida.federation.client import guarded
-from fedvida.federation.privacy import DP_WEIGHT_KEY, dp_mod, privatize
+from fedvida.federation.keys import DP_WEIGHT_KEY, MASKED_KEY, SECAGG_ACTION
+from fedvida.federation.privacy import dp_mod, privatize
 from fedvida.federation.rounds import RoundOutcome, run_round
 from fedvida.federation.secagg import (
-    MASKED_KEY,
     PROTOCOL_KEY,
-    SECAGG_ACTION,
     SecureExchange,
     check_secagg,
     check_secagg_reply,

@@ -1,4 +1,7 @@
-"""Where the Flower apps get the fedvida config from.
+"""Flower's ``run_config`` and ``node_config`` -> the fedvida `Config` (no flwr import).
+
+The config itself is defined and validated in `fedvida.config`; this module only says where a
+Flower app finds it (the server) and how a node points it at its own files (the client).
 
 Flower's ``run_config`` holds flat scalars only, so it carries a config path and overrides:
 
