@@ -30,6 +30,7 @@ import yaml
 
 from fedvida.config import Config, load_config
 from fedvida.errors import ConfigError
+from fedvida.federation.keys import PARTITION_KEY
 
 ENV_CONFIG = "FEDVIDA_CONFIG_PATH"
 ENV_OVERRIDES = "FEDVIDA_OVERRIDES"
@@ -65,9 +66,9 @@ def config_from_yaml(text: str) -> Config:
 
 def partition_of(node_config: Mapping[str, Scalar]) -> int:
     """The plan partition a node holds (``partition-id`` in its node config)."""
-    if "partition-id" not in node_config:
+    if PARTITION_KEY not in node_config:
         raise ConfigError("node config lacks 'partition-id' (use --node-config 'partition-id=K')")
-    value = node_config["partition-id"]
+    value = node_config[PARTITION_KEY]
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConfigError(f"node config 'partition-id' must be an integer, got {value!r}")
     try:

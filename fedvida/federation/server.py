@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 
 from fedvida.config import Config
 from fedvida.errors import FedvidaError
+from fedvida.federation import keys as K
 from fedvida.federation import records as R
 from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint, save_checkpoint
 from fedvida.federation.compression import describe, instruction_keys
@@ -65,7 +66,7 @@ def discover(grid: Grid, expected: int, timeout: float, minimum: int = 1,
             _log.warning("node %s did not identify: %s", reply.metadata.src_node_id,
                          reply.error.reason)
             continue
-        part = int(next(iter(reply.content.metric_records.values()))["partition-id"])  # type: ignore[arg-type]
+        part = int(next(iter(reply.content.metric_records.values()))[K.PARTITION_KEY])  # type: ignore[arg-type]
         if not 0 <= part < expected or part in mapping.values():
             _log.warning("node %s claims partition %s: ignored", reply.metadata.src_node_id, part)
             continue

@@ -31,6 +31,7 @@ from fedvida.federation.records import check_reply
 from fedvida.federation.runner import run_federated
 from fedvida.federation.server import serve
 from fedvida.reporting.runlog import RunLog
+from fedvida.training.methods import get_method
 
 pytestmark = pytest.mark.slow
 
@@ -85,13 +86,21 @@ def test_simulation_writes_a_run_folder_and_resumes_identically(
     assert [(ln["method"], ln["round"]) for ln in lines] == [
         ("video_only", 1), ("video_only", 2), ("gt_audio", 1), ("gt_audio", 2)]
     ckpt = load_checkpoint(checkpoint_dir(folder, "gt_audio") / "round_0002.safetensors")
-    model_bytes = sum(a.nbytes for a in ckpt.model.values())
+    # a method sends what it trains: video_only the classifier, gt_audio also the audio
+    # projection and the tagger; the generator and the prototypes never travel
+    trained = {m: load_checkpoint(checkpoint_dir(folder, m) / "round_0002.safetensors").model
+               for m in ("video_only", "gt_audio")}
+    for method, arrays in trained.items():
+        assert {k.split(".", 1)[0] for k in arrays} == set(get_method(method).trains), method
+    assert sum(a.nbytes for a in trained["video_only"].values()) \
+        < 0.6 * sum(a.nbytes for a in trained["gt_audio"].values())
     for ln in lines:
         assert ln["sampled"] == ln["succeeded"] == 2 and ln["aggregated"]
         assert {"top1", "macro_f1", "top1_with_audio", "top1_without_audio"} <= set(ln["server"])
         assert np.isfinite(ln["train"]["train_loss"])
-        # two messages each way, each the model (identical arrays, e.g. zero biases, travel
-        # once) plus the config and record structure
+        # two messages each way, each the method's trained parts (identical arrays, e.g. zero
+        # biases, travel once) plus the config and record structure
+        model_bytes = sum(a.nbytes for a in trained[ln["method"]].values())
         assert 1.9 * model_bytes < ln["bytes_down"] < 2 * model_bytes + 60_000
         assert 1.9 * model_bytes < ln["bytes_up"] < 2 * model_bytes + 60_000
     assert lines[0]["clients"].keys() == lines[2]["clients"].keys()  # same seeded sampling
