@@ -37,10 +37,10 @@ def handle_train(msg: Message, context: Context) -> Message:
     """Records -> `node.train` -> reply: the trained shared arrays and the metrics."""
     conf = msg.content.config_records[K.CONFIG_KEY]
     cfg = node.instruction_config(conf, context.node_config)
-    method = cfg.train.method
+    method = str(conf[K.CFG_METHOD])
     kept = context.state.array_records.get(K.local_state_key(method))
     result = node.train(
-        cfg, partition_of(context.node_config), server_round=int(conf[K.CFG_ROUND]),  # type: ignore[arg-type]
+        cfg, partition_of(context.node_config), method, server_round=int(conf[K.CFG_ROUND]),  # type: ignore[arg-type]
         epochs=int(conf[K.CFG_EPOCHS]), digest=str(conf.get(K.CFG_DIGEST, "")),  # type: ignore[arg-type]
         incoming=R.arrays_to_numpy(msg.content.array_records[K.ARRAYS_KEY]),
         kept=None if kept is None else R.arrays_to_numpy(kept), node_config=context.node_config)
@@ -53,9 +53,10 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     """Records -> `node.evaluate` -> reply: the metrics of the global model on local data."""
     conf = msg.content.config_records[K.CONFIG_KEY]
     cfg = node.instruction_config(conf, context.node_config)
-    kept = context.state.array_records.get(K.local_state_key(cfg.train.method))
+    method = str(conf[K.CFG_METHOD])
+    kept = context.state.array_records.get(K.local_state_key(method))
     metrics = node.evaluate(
-        cfg, partition_of(context.node_config), digest=str(conf.get(K.CFG_DIGEST, "")),
+        cfg, partition_of(context.node_config), method, digest=str(conf.get(K.CFG_DIGEST, "")),
         incoming=R.arrays_to_numpy(msg.content.array_records[K.ARRAYS_KEY]),
         kept=None if kept is None else R.arrays_to_numpy(kept))
     return Message(R.reply(None, metrics), reply_to=msg)

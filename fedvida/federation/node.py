@@ -162,8 +162,9 @@ def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
             for k, v in arrays.items()}
 
 
-def train(cfg: Config, partition: int, *, server_round: int, epochs: int, digest: str,
-          incoming: Mapping[str, np.ndarray], kept: Mapping[str, np.ndarray] | None = None,
+def train(cfg: Config, partition: int, method: str, *, server_round: int, epochs: int,
+          digest: str, incoming: Mapping[str, np.ndarray],
+          kept: Mapping[str, np.ndarray] | None = None,
           node_config: Mapping[str, Any] | None = None) -> TrainResult:
     """Local training of one round, from the global arrays.
 
@@ -173,6 +174,8 @@ def train(cfg: Config, partition: int, *, server_round: int, epochs: int, digest
         The instruction's config (`instruction_config`): method, model, training settings.
     partition
         The plan partition this node holds.
+    method
+        The method to train (`fedvida.training.methods.METHOD_SPECS`).
     server_round
         The round (1-based): seeds local training with (``train.seed``, round, partition).
     epochs
@@ -203,7 +206,6 @@ def train(cfg: Config, partition: int, *, server_round: int, epochs: int, digest
 
     start = time.perf_counter()
     node_config = node_config or {}
-    method = cfg.train.method
     use_threads(cfg)
     plan, data, val = train_and_validation(cfg, partition)
     dictionary = dictionary_for(cfg, digest)
@@ -221,13 +223,13 @@ def train(cfg: Config, partition: int, *, server_round: int, epochs: int, digest
     if len(val):  # the global model on this client's validation clips, before local training
         from fedvida.training.local import validation_top1
 
-        val_metrics = {"val_top1": validation_top1(model, val, cfg, dictionary),
+        val_metrics = {"val_top1": validation_top1(model, val, cfg, dictionary, method),
                        "val-examples": float(len(val))}
     mu = cfg.federation.proximal_mu
     proximal = incoming_t if mu > 0 else None  # load_state copied it: still the global weights
     fit_start = time.perf_counter()
     metrics = train_local(
-        model, data, cfg, dictionary, epochs=epochs,
+        model, data, cfg, dictionary, method=method, epochs=epochs,
         seed=client_seed(cfg.train.seed, server_round, partition), proximal_to=proximal,
     )
     fit_seconds = time.perf_counter() - fit_start
@@ -247,8 +249,9 @@ def train(cfg: Config, partition: int, *, server_round: int, epochs: int, digest
     return TrainResult({k: v.contiguous().numpy() for k, v in shared.items()}, local_np, out)
 
 
-def evaluate(cfg: Config, partition: int, *, digest: str, incoming: Mapping[str, np.ndarray],
-             kept: Mapping[str, np.ndarray] | None = None) -> dict[str, float | int]:
+def evaluate(cfg: Config, partition: int, method: str, *, digest: str,
+             incoming: Mapping[str, np.ndarray], kept: Mapping[str, np.ndarray] | None = None,
+             ) -> dict[str, float | int]:
     """The global model on this node's local data.
 
     Under partial sharing the model evaluated is this node's own: the global shared parts with
@@ -269,6 +272,6 @@ def evaluate(cfg: Config, partition: int, *, digest: str, incoming: Mapping[str,
     model, entry = _model(cfg, plan, data, _tensors(incoming))
     if kept is not None:
         load_state(model, _tensors(kept))
-    metrics = evaluate_local(model, data, cfg, dictionary)
+    metrics = evaluate_local(model, data, cfg, dictionary, method=method)
     _release(entry)
     return {**metrics, K.WEIGHT_KEY: int(len(data.labels)), K.PARTITION_KEY: partition}

@@ -117,13 +117,13 @@ class ServerEvaluator:
         self.dictionary = dictionary_for(cfg, digest)
         self._models: dict[tuple[str, int], Any] = {}
 
-    def initial_state(self, cfg: Config) -> dict[str, np.ndarray]:
-        """The method's shared parts of a freshly built model (seeded by ``train.seed``)."""
+    def initial_state(self, cfg: Config, method: str) -> dict[str, np.ndarray]:
+        """``method``'s shared parts of a freshly built model (seeded by ``train.seed``)."""
         from fedvida.models.container import build_model, select_state
         from fedvida.training.methods import shared_parts
 
         model = build_model(cfg, self.dims)
-        shared = select_state(model, shared_parts(cfg, cfg.train.method))
+        shared = select_state(model, shared_parts(cfg, method))
         return {k: v.numpy() for k, v in shared.items()}
 
     def __call__(self, cfg: Config, arrays: dict[str, np.ndarray]) -> dict[str, float]:
@@ -201,7 +201,7 @@ def run_method(
     # privacy.secagg: the train step of every round runs SecAgg+ (checked against the nodes)
     secure = (secure_exchange(cfg, evaluator.plan, strategy, len(nodes))
               if cfg.privacy.secagg.enabled else None)
-    arrays = evaluator.initial_state(cfg)
+    arrays = evaluator.initial_state(cfg, method)
     start = 1
     ckpt = latest_checkpoint(folder)
     if ckpt is not None:

@@ -112,8 +112,6 @@ def plot_accuracy_vs_bytes(doc: dict[str, Any], path: Path) -> Path:
     metric = doc["metric"]
     fig, ax = plt.subplots(figsize=(10.0, 4.4))
     runs = [(c, m) for c in doc["cells"] for m in c["methods"]]
-    from fedvida.reporting.sweep_report import shared_label
-
     colors = _colors([f"{c['index']}:{m}" for c, m in runs])
     for c, m in runs:
         pts = [((p["bytes_down"] + p["bytes_up"]) / 1e6, p[metric])
@@ -122,7 +120,7 @@ def plot_accuracy_vs_bytes(doc: dict[str, Any], path: Path) -> Path:
             cf = c["config"]
             ax.plot(*zip(*pts, strict=True), marker="o", markersize=3,
                     color=colors[f"{c['index']}:{m}"],
-                    label=f"#{c['index']} {m} {cf['uplink']} [{shared_label(cf, m)}]")
+                    label=f"#{c['index']} {m} {cf['uplink']} [{'+'.join(cf['shared_prefixes'])}]")
     central = doc.get("centralised") or {}
     for (name, text), style in zip((("raw_clips", "raw clips"), ("features", "features")),
                                    (":", "-."), strict=True):

@@ -160,15 +160,26 @@ def nested_withholding(plans: list[Plan]) -> bool:
 
 
 # ---------------------------------------------------------------------------- summary
+def shared_facts(cfg: Config) -> list[str]:
+    """The model parts a cell sends: ``federation.shared_prefixes`` if listed, else the parts
+    its methods train (`fedvida.training.methods.shared_parts`; for several methods, their
+    union in container order)."""
+    from fedvida.models.container import PREFIXES
+    from fedvida.training.methods import shared_parts
+
+    methods = cfg.federation.method_list(cfg.train.method)
+    sent = {p for m in methods for p in shared_parts(cfg, m)}
+    return [p for p in PREFIXES if p in sent] if cfg.federation.shared_prefixes is None \
+        else list(cfg.federation.shared_prefixes)
+
+
 def _config_facts(cfg: Config) -> dict[str, Any]:
     w, dp = cfg.partition.withhold, cfg.privacy.dp
     return {
         "dp_mode": dp.mode, "noise_multiplier": dp.noise_multiplier,
         "clipping_norm": dp.clipping_norm, "secagg": cfg.privacy.secagg.enabled,
         "uplink": cfg.communication.uplink, "downlink": cfg.communication.downlink,
-        # null: each method shares the parts it trains (fedvida.training.methods.shared_parts)
-        "shared_prefixes": (["trained"] if cfg.federation.shared_prefixes is None
-                            else list(cfg.federation.shared_prefixes)),
+        "shared_prefixes": shared_facts(cfg),
         "clip_rate": w.clip_rate, "client_dist": w.client_dist,
         "no_audio_client_share": w.no_audio_client_share, "test_rate": w.test_rate,
         "rounds": cfg.federation.rounds, "local_epochs": cfg.federation.local_epochs,
@@ -353,14 +364,6 @@ def _privacy_section(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def shared_label(facts: dict[str, Any], method: str) -> str:
-    """The model parts a cell's ``method`` shared, as ``a+b`` (the default: its trained parts)."""
-    from fedvida.training.methods import get_method
-
-    shared = facts["shared_prefixes"]
-    return "+".join(get_method(method).trains if shared == ["trained"] else shared)
-
-
 def _communication_section(doc: dict[str, Any]) -> list[str]:
     metric, target = doc["metric"], doc["target"]
     rows, exceed = [], []
@@ -375,7 +378,7 @@ def _communication_section(doc: dict[str, Any]) -> list[str]:
             total = last["bytes_down"] + last["bytes_up"]
             hit = bytes_to_target(curve, metric, target)
             rows.append([c["index"], m, cf["uplink"], cf["downlink"],
-                         shared_label(cf, m), _f(r.get(metric)),
+                         "+".join(cf["shared_prefixes"]), _f(r.get(metric)),
                          _mb(total / max(1, last["round"])), _mb(total),
                          "-" if hit is None else hit[0], "not reached" if hit is None
                          else _mb(hit[1])])
@@ -383,7 +386,8 @@ def _communication_section(doc: dict[str, Any]) -> list[str]:
             for _, amount in refs:
                 got = rounds_to_exceed(curve, amount)
                 cells.append("-" if got is None else f"{got[0]}" if got[1] else f"~{got[0]}")
-            exceed.append([c["index"], m, cf["uplink"], shared_label(cf, m), *cells])
+            exceed.append([c["index"], m, cf["uplink"], "+".join(cf["shared_prefixes"]),
+                           *cells])
     out = ["## Accuracy vs bytes", "",
            f"Bytes are the serialized messages of every round, down + up, cumulative. "
            f"'to target' = the first round whose {metric} >= {target:g} and the bytes moved "
@@ -391,14 +395,12 @@ def _communication_section(doc: dict[str, Any]) -> list[str]:
     out += markdown_table(["#", "method", "uplink", "downlink", "shared", metric,
                            "MB / round", "MB total", f"round to {target:g}",
                            f"MB to {target:g}"], rows)
-    from fedvida.models.container import PREFIXES
+    from fedvida.training.methods import get_method
 
-    # a listed subset leaves trained parts on the nodes; the default ("trained") leaves only
-    # parts the method never changes, which are at their initial values everywhere
-    def partial(shared: list[str]) -> bool:
-        return shared != ["trained"] and not set(PREFIXES) <= set(shared)
-
-    if any(partial(c["config"]["shared_prefixes"]) for c in doc["cells"]):
+    # partial sharing: a cell's list leaves out a part one of its methods trains (parts a method
+    # never trains are at their seeded initial values on every node and the server alike)
+    if any(set(get_method(m).trains) - set(c["config"]["shared_prefixes"])
+           for c in doc["cells"] for m in c["methods"]):
         out += ["", "Partial sharing: the server evaluates the global model with the parts that "
                 "are not shared at their seeded initial values (they live only on the clients), "
                 f"so its {metric} is not what the clients' own models reach."]
