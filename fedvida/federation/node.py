@@ -171,7 +171,7 @@ def train(cfg: Config, partition: int, method: str, *, server_round: int, epochs
     Parameters
     ----------
     cfg
-        The instruction's config (`instruction_config`): method, model, training settings.
+        The instruction's config (`instruction_config`): model and training settings.
     partition
         The plan partition this node holds.
     method
