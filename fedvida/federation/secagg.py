@@ -18,7 +18,7 @@ How one round runs (`SecureExchange`, called by `rounds.run_round` in place of `
    the nodes fedvida sampled and captures the unmasked sum. The collect stage carries fedvida's
    own instruction (global arrays + config) to each node.
 2. On the client (`secagg_mod`) Flower's ``secaggplus_mod`` runs around the ordinary fedvida
-   training (`fedvida.federation.client.train`, behind the DP mod, so client-side clipping
+   training (`fedvida.federation.node.train`, behind the DP mod, so client-side clipping
    happens before masking). It masks the client's **update** (trained minus global arrays, in
    float64), scaled by the client's aggregation weight: ``num-examples``, or the uniform
    ``dp-weight`` of central DP, whichever the strategy averages by. The reply holds the
