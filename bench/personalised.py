@@ -24,7 +24,7 @@ import torch
 
 from fedvida.config import load_config
 from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint
-from fedvida.federation.client import dictionary_for, local_features
+from fedvida.federation.loaders import dictionary_for, local_features
 from fedvida.federation.nodestate import LOCAL, load_state
 from fedvida.federation.server import dictionary_digest
 from fedvida.models.container import FeatureDims, build_model

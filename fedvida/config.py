@@ -407,8 +407,12 @@ class FederationConfig(Section):
     strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0)
     server_lr: float = Field(0.01, gt=0.0, description="FedAdam server learning rate (eta).")
-    shared_prefixes: list[str] = Field(
-        default_factory=lambda: ["audio_proj", "generator", "classifier", "tagger", "prototypes"]
+    shared_prefixes: list[str] | None = Field(
+        None,
+        description="Model parts sent and averaged every round (of audio_proj, generator, "
+        "classifier, tagger, prototypes). None: each method's trained parts "
+        "(fedvida.training.methods.shared_parts); a list: those parts for every method, the "
+        "trained parts it leaves out stay on the nodes (partial sharing).",
     )
     methods: list[Method] = Field(
         default_factory=list,
@@ -453,8 +457,9 @@ class FederationConfig(Section):
 
     @model_validator(mode="after")
     def _prefixes(self) -> FederationConfig:
-        if not self.shared_prefixes:
-            raise ValueError("shared_prefixes must name at least one model part")
+        if self.shared_prefixes is not None and not self.shared_prefixes:
+            raise ValueError("shared_prefixes must name at least one model part (or be null: "
+                             "each method's trained parts)")
         return self
 
     def method_list(self, default: str) -> list[str]:
@@ -465,6 +470,7 @@ class FederationConfig(Section):
 DpMode = Literal[
     "off", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive", "local"
 ]
+CENTRAL_DP_MODES = ("server-fixed", "client-fixed", "server-adaptive", "client-adaptive")
 
 
 class DpConfig(Section):
@@ -568,13 +574,13 @@ class PrivacyConfig(Section):
     secagg: SecAggConfig = Field(default_factory=SecAggConfig)
 
 
-Codec = Literal["none", "float16", "int8", "topk"]
+UplinkCodec = Literal["none", "float16", "int8", "topk"]
 
 
 class CommunicationConfig(Section):
     """Compression of the model arrays on the wire (docs/privacy-and-communication.md)."""
 
-    uplink: Codec = Field("none", description="Client -> server update codec.")
+    uplink: UplinkCodec = Field("none", description="Client -> server update codec.")
     downlink: Literal["none", "float16"] = Field(
         "none", description="Server -> client model codec."
     )

@@ -20,13 +20,13 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run the federation described by the resolved fedvida config."""
     from fedvida.federation.progress import RoundPrinter
+    from fedvida.federation.run_config import server_config
     from fedvida.federation.server import serve
-    from fedvida.federation.settings import server_config
 
     cfg = server_config(context.run_config)
     serve(grid, cfg, on_round=RoundPrinter())
     if context.run_config.get("config-path"):  # deployment: say where (`fedvida simulate` does)
+        from fedvida.federation.run_config import run_dir
         from fedvida.federation.server import say
-        from fedvida.federation.settings import run_dir
 
         say(f"run folder: {run_dir(cfg).resolve()} (report.md, metrics.jsonl, checkpoints/)")

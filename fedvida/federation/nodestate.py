@@ -1,10 +1,11 @@
 """Node-local state that must survive a resume: non-shared model parts and the codec residual.
 
-A node keeps two things between rounds that never leave it: the model parts it does not share
-(``federation.shared_prefixes``, personalised parts) and the error-feedback residual of update
-compression. Flower's ``Context.state`` holds them across the rounds of one run, but
-``--resume`` starts a new run (new process, new node ids, empty ``Context.state``), which would
-restart them from their initial values while the global model continues from its checkpoint.
+A node keeps two things between rounds that never leave it: the trained model parts it does not
+share (``federation.shared_prefixes`` leaving a trained part out: personalised parts) and the
+error-feedback residual of update compression. Flower's ``Context.state`` holds them across the
+rounds of one run, but ``--resume`` starts a new run (new process, new node ids, empty
+``Context.state``), which would restart them from their initial values while the global model
+continues from its checkpoint.
 
 So a node also writes them to its own disk after each round it trains, as
 ``<dir>/<method>/<kind>/round_NNNN.safetensors`` (the checkpoint format of
@@ -33,7 +34,7 @@ import numpy as np
 from fedvida.config import Config
 from fedvida.errors import InputError
 from fedvida.federation.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
-from fedvida.federation.settings import run_dir
+from fedvida.federation.run_config import run_dir
 
 _log = logging.getLogger("fedvida.nodestate")
 LOCAL = "local"  # model parts that are not shared

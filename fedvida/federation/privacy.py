@@ -46,7 +46,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from fedvida.config import Config, DpConfig
+from fedvida.config import CENTRAL_DP_MODES, Config, DpConfig
 from fedvida.errors import ConfigError
 from fedvida.federation import records as R
 from fedvida.federation.flower_compat import (
@@ -54,13 +54,11 @@ from fedvida.federation.flower_compat import (
     add_central_noise,
     rdp_orders,
 )
+from fedvida.federation.keys import CFG_DP_MODE, CFG_DP_SEED, DP_WEIGHT_KEY
 
 _log = logging.getLogger("fedvida.privacy")
 
-DP_WEIGHT_KEY = "dp-weight"  # uniform aggregation weight under central DP
-CFG_DP_MODE = "dp-mode"  # train ConfigRecord: the DP mode the client mod applies
-CFG_DP_SEED = "dp-noise-seed"  # train ConfigRecord: seed of the client-side noise (if any)
-CENTRAL_MODES = ("server-fixed", "client-fixed", "server-adaptive", "client-adaptive")
+CENTRAL_MODES = CENTRAL_DP_MODES
 ACCOUNTING = "RDP, add/remove one client, no sampling amplification"
 ACCOUNTING_POISSON = ("RDP, add/remove one client, Poisson-subsampled Gaussian "
                       "(amplification by sampling, q={q:g})")
@@ -212,7 +210,7 @@ class PrivateStrategy:
     """A fedvida strategy behind one of Flower's central DP wrappers, with a privacy ledger.
 
     Everything that is not training (sampling, evaluation, node mapping, checkpoint state) is the
-    inner `MeteredStrategy`'s; ``configure_train`` / ``aggregate_train`` go through the wrapper,
+    inner `ReproducibleFedAvg`'s; ``configure_train`` / ``aggregate_train`` go through the wrapper,
     which calls the inner strategy in turn.
     """
 
@@ -409,8 +407,8 @@ def dp_mod(msg: Message, context: Context, call_next: Any) -> Message:
         return adaptiveclipping_mod(msg, context, call_next)
     if mode != "local" or conf is None:
         raise ConfigError(f"privacy.dp.mode: unknown mode {mode!r} sent by the server")
-    from fedvida.federation.client import instruction_config
-    from fedvida.federation.settings import partition_of
+    from fedvida.federation.node import instruction_config
+    from fedvida.federation.run_config import partition_of
 
     dp = instruction_config(conf, context.node_config).privacy.dp
     seed = conf.get(CFG_DP_SEED)

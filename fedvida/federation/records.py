@@ -1,8 +1,9 @@
 """What travels: conversions between model state, Flower records and flat config values.
 
-A train message from the server carries one ``ArrayRecord`` ("arrays": the shared prefixes of the
-model container) and one ``ConfigRecord`` ("config": round, method, epochs, the dictionary digest,
-the resolved fedvida config as YAML). A reply carries one ``ArrayRecord`` and one ``MetricRecord``
+The keys are named in `fedvida.federation.keys`. A train message from the server carries one
+``ArrayRecord`` ("arrays": the method's shared parts of the model container) and one
+``ConfigRecord`` ("config": round, method, epochs, the dictionary digest, the resolved fedvida
+config as YAML). A reply carries one ``ArrayRecord`` and one ``MetricRecord``
 ("metrics": numbers only). Nothing else may leave a client; `check_reply` enforces it.
 """
 
@@ -16,27 +17,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-ARRAYS_KEY = "arrays"
-CONFIG_KEY = "config"
-METRICS_KEY = "metrics"
-WEIGHT_KEY = "num-examples"
+from fedvida.federation.codecs import CODEC_SEP as CODEC_SEP
+from fedvida.federation.codecs import CODEC_SUFFIXES as CODEC_SUFFIXES
+from fedvida.federation.codecs import shared_key as shared_key
 
-# ConfigRecord keys of a train/evaluate instruction (flat scalars and strings only).
-CFG_ROUND = "server-round"
-CFG_METHOD = "method"
-CFG_EPOCHS = "local-epochs"
-CFG_SEED = "seed"
-CFG_DIGEST = "dictionary-digest"
-CFG_YAML = "fedvida-config"
-CFG_PROX = "proximal-mu"
-CFG_VALIDATE = "validate-only"  # an evaluate message asking for validation top-1 only
-
-# A compressed reply (fedvida.federation.compression) carries shared tensor ``k`` as derived
-# arrays ``k::<part>``; `check_reply` counts them as ``k``.
-CODEC_SEP = "::"
-CODEC_SUFFIXES = frozenset(
-    {"f16", "d-f16", "d-f32", "d-i8", "d-i8-affine", "d-topk-idx", "d-topk-val"}
-)
+# message keys are defined in fedvida.federation.keys; re-exported so that ``R.ARRAYS_KEY`` reads
+from fedvida.federation.keys import ARRAYS_KEY as ARRAYS_KEY
+from fedvida.federation.keys import CFG_DIGEST as CFG_DIGEST
+from fedvida.federation.keys import CFG_EPOCHS as CFG_EPOCHS
+from fedvida.federation.keys import CFG_METHOD as CFG_METHOD
+from fedvida.federation.keys import CFG_PROX as CFG_PROX
+from fedvida.federation.keys import CFG_ROUND as CFG_ROUND
+from fedvida.federation.keys import CFG_VALIDATE as CFG_VALIDATE
+from fedvida.federation.keys import CFG_YAML as CFG_YAML
+from fedvida.federation.keys import CONFIG_KEY as CONFIG_KEY
+from fedvida.federation.keys import METRICS_KEY as METRICS_KEY
+from fedvida.federation.keys import WEIGHT_KEY as WEIGHT_KEY
 
 if TYPE_CHECKING:
     import torch
@@ -108,12 +104,6 @@ def sanitize_reason(text: str, limit: int = 300) -> str:
     """An error reason fit to leave a client: first line, file paths masked, bounded length."""
     first = text.strip().splitlines()[0] if text.strip() else "error"
     return _PATH_RE.sub("<path>", first)[:limit]
-
-
-def shared_key(key: str) -> str:
-    """The tensor an array key stands for: ``k`` for ``k`` and for a derived ``k::<part>``."""
-    base, sep, part = key.rpartition(CODEC_SEP)
-    return base if sep and part in CODEC_SUFFIXES else key
 
 
 def check_reply(content: RecordDict, allowed_arrays: Iterable[str]) -> list[str]:

@@ -21,7 +21,7 @@ from fedvida.errors import FedvidaError
 from fedvida.federation.compression import compress_broadcast, decode_replies
 from fedvida.federation.metering import Traffic, message_bytes, object_tree_bytes
 from fedvida.federation.records import sanitize_reason
-from fedvida.federation.strategy import MeteredStrategy
+from fedvida.federation.strategy import ReproducibleFedAvg
 
 POLL_SECONDS = 0.02  # first wait after an empty pull (how soon a quick reply is noticed)
 POLL_MAX_SECONDS = 1.0  # longest wait between pulls while nothing arrives
@@ -193,7 +193,7 @@ class RoundOutcome:
 
 
 def run_round(
-    strategy: MeteredStrategy,
+    strategy: ReproducibleFedAvg,
     grid: Grid,
     server_round: int,
     arrays: ArrayRecord,

@@ -32,7 +32,7 @@ from fedvida.config import Config, load_config
 from fedvida.errors import ConfigError, FedvidaError
 from fedvida.federation.flower_compat import fast_message_pickup, replace_dead_actors
 from fedvida.federation.rounds import ENGINE_STOPPED
-from fedvida.federation.settings import ENV_CONFIG, ENV_OVERRIDES
+from fedvida.federation.run_config import ENV_CONFIG, ENV_OVERRIDES
 from fedvida.reporting.runlog import RunLog, final_metrics
 
 SERVER_APP = "server.server_app:app"

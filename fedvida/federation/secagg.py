@@ -18,7 +18,7 @@ How one round runs (`SecureExchange`, called by `rounds.run_round` in place of `
    the nodes fedvida sampled and captures the unmasked sum. The collect stage carries fedvida's
    own instruction (global arrays + config) to each node.
 2. On the client (`secagg_mod`) Flower's ``secaggplus_mod`` runs around the ordinary fedvida
-   training (`fedvida.federation.client.train`, behind the DP mod, so client-side clipping
+   training (`fedvida.federation.node.train`, behind the DP mod, so client-side clipping
    happens before masking). It masks the client's **update** (trained minus global arrays, in
    float64), scaled by the client's aggregation weight: ``num-examples``, or the uniform
    ``dp-weight`` of central DP, whichever the strategy averages by. The reply holds the
@@ -79,6 +79,12 @@ from fedvida.federation.flower_compat import (
 )
 from fedvida.federation.flower_compat import SecAggKey as Key
 from fedvida.federation.flower_compat import SecAggStage as Stage
+from fedvida.federation.keys import (
+    CFG_WEIGHT_KEY,
+    DP_WEIGHT_KEY,
+    MASKED_KEY,
+    SECAGG_MESSAGE_TYPE,
+)
 from fedvida.federation.metering import Traffic
 from fedvida.federation.rounds import Exchange, exchange
 
@@ -88,13 +94,10 @@ if TYPE_CHECKING:
 
     from fedvida.data.partition import Plan
 
-SECAGG_ACTION = "secagg"
-SECAGG_MESSAGE_TYPE = f"train.{SECAGG_ACTION}"  # routed to the ClientApp's SecAgg+ handler
-CFG_WEIGHT_KEY = "secagg-weight-key"  # train ConfigRecord: the metric the client weights by
 PROTOCOL_KEY = RECORD_KEY_CONFIGS  # the protocol's ConfigRecord, both ways
-# the masked vector travels as an ArrayRecord of its int64 arrays (Flower puts the same np.save
-# bytes in the ConfigRecord, which costs ~0.1 s to serialize per 10 MB every time it is metered)
-MASKED_KEY = "secagg-masked"
+# the masked vector travels as an ArrayRecord of its int64 arrays, MASKED_KEY (Flower puts the
+# same np.save bytes in the ConfigRecord, which costs ~0.1 s to serialize per 10 MB every time it
+# is metered)
 STAGES = Stage.all()  # setup, share_keys, collect_masked_vectors, unmask
 # what a client may put in the protocol record of a reply (bytes and node ids only)
 REPLY_KEYS = frozenset({Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2, Key.DESTINATION_LIST,
@@ -120,7 +123,6 @@ def check_secagg(secagg: SecAggConfig, sampled: int, where: str = "") -> None:
 
 def max_weight_for(weight_key: str, plan: Plan) -> float:
     """The ``max_weight`` SecAgg+ scales client weights by (their ratio must stay <= 1)."""
-    from fedvida.federation.privacy import DP_WEIGHT_KEY
 
     if weight_key == R.WEIGHT_KEY:
         return float(max([len(c) for c in plan.clients] or [1]))
@@ -463,7 +465,7 @@ def secagg_mod(msg: Message, context: Context, call_next: Any) -> Message:
     """
     from flwr.client.mod import secaggplus_mod
 
-    from fedvida.federation.client import ClientFailure
+    from fedvida.federation.node import ClientFailure
 
     def inner(m: Message, c: Context) -> Message:
         return _masked_training(m, c, call_next)
@@ -499,9 +501,9 @@ def _masked_training(msg: Message, context: Context, call_next: Any) -> Message:
     """Train on the fedvida instruction; hand Flower's mod the weighted update as a ``FitRes``."""
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
-    from fedvida.federation.client import ClientFailure, instruction_config
+    from fedvida.federation.node import ClientFailure, instruction_config
     from fedvida.federation.rounds import error_summary
-    from fedvida.federation.settings import partition_of
+    from fedvida.federation.run_config import partition_of
 
     conf = msg.content.config_records[R.CONFIG_KEY]
     incoming = msg.content.array_records[R.ARRAYS_KEY]

@@ -21,16 +21,18 @@ from flwr.serverapp import Grid
 
 from fedvida.config import Config
 from fedvida.errors import FedvidaError
+from fedvida.federation import keys as K
 from fedvida.federation import records as R
 from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint, save_checkpoint
 from fedvida.federation.compression import compress_broadcast, describe, instruction_keys
 from fedvida.federation.metering import Traffic
 from fedvida.federation.privacy import CENTRAL_MODES, privatize
 from fedvida.federation.rounds import RoundOutcome, check_engine, exchange, run_round
+from fedvida.federation.run_config import run_dir
 from fedvida.federation.secagg import secure_exchange
-from fedvida.federation.settings import run_dir
 from fedvida.federation.strategy import make_strategy
 from fedvida.reporting.runlog import RunLog, final_metrics, write_report
+from fedvida.training.methods import shared_parts
 
 _log = logging.getLogger("fedvida.server")
 RoundHook = Callable[[dict[str, Any]], None]
@@ -64,7 +66,7 @@ def discover(grid: Grid, expected: int, timeout: float, minimum: int = 1,
             _log.warning("node %s did not identify: %s", reply.metadata.src_node_id,
                          reply.error.reason)
             continue
-        part = int(next(iter(reply.content.metric_records.values()))["partition-id"])  # type: ignore[arg-type]
+        part = int(next(iter(reply.content.metric_records.values()))[K.PARTITION_KEY])  # type: ignore[arg-type]
         if not 0 <= part < expected or part in mapping.values():
             _log.warning("node %s claims partition %s: ignored", reply.metadata.src_node_id, part)
             continue
@@ -104,7 +106,7 @@ class ServerEvaluator:
 
     def __init__(self, cfg: Config, digest: str) -> None:
         from fedvida.features.cache import load_features
-        from fedvida.federation.client import dictionary_for, local_features
+        from fedvida.federation.loaders import dictionary_for, local_features
         from fedvida.models.container import FeatureDims
 
         self.plan, self.test = local_features(cfg, "test")
@@ -115,12 +117,13 @@ class ServerEvaluator:
         self.dictionary = dictionary_for(cfg, digest)
         self._models: dict[tuple[str, int], Any] = {}
 
-    def initial_state(self, cfg: Config) -> dict[str, np.ndarray]:
-        """The shared parts of a freshly built model (seeded by ``train.seed``)."""
+    def initial_state(self, cfg: Config, method: str) -> dict[str, np.ndarray]:
+        """``method``'s shared parts of a freshly built model (seeded by ``train.seed``)."""
         from fedvida.models.container import build_model, select_state
+        from fedvida.training.methods import shared_parts
 
         model = build_model(cfg, self.dims)
-        shared = select_state(model, cfg.federation.shared_prefixes)
+        shared = select_state(model, shared_parts(cfg, method))
         return {k: v.numpy() for k, v in shared.items()}
 
     def __call__(self, cfg: Config, arrays: dict[str, np.ndarray]) -> dict[str, float]:
@@ -198,7 +201,7 @@ def run_method(
     # privacy.secagg: the train step of every round runs SecAgg+ (checked against the nodes)
     secure = (secure_exchange(cfg, evaluator.plan, strategy, len(nodes))
               if cfg.privacy.secagg.enabled else None)
-    arrays = evaluator.initial_state(cfg)
+    arrays = evaluator.initial_state(cfg, method)
     start = 1
     ckpt = latest_checkpoint(folder)
     if ckpt is not None:
@@ -209,7 +212,7 @@ def run_method(
     record = R.numpy_to_arrays(arrays)
     base = {R.CFG_METHOD: method, R.CFG_EPOCHS: fed.local_epochs, R.CFG_DIGEST: digest,
             R.CFG_YAML: cfg.to_yaml(), **instruction_keys(cfg.communication)}
-    communication = describe(cfg.communication, fed.shared_prefixes)
+    communication = describe(cfg.communication, shared_parts(cfg, method))
     minimum = min(fed.min_train_clients, len(nodes))
     if fed.sampling == "poisson" and cfg.privacy.dp.mode in CENTRAL_MODES:
         minimum = 0  # DP-FedAvg releases a noisy aggregate every round, whoever was sampled

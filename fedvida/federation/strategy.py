@@ -93,7 +93,7 @@ def weighted_metrics(records: list[RecordDict], weight_key: str = WEIGHT_KEY) ->
     return MetricRecord({k: sums[k] / weights[k] for k in sorted(sums) if weights[k] > 0})
 
 
-class MeteredStrategy(ReplyCheckHook, FedAvg):
+class ReproducibleFedAvg(ReplyCheckHook, FedAvg):
     """FedAvg with seeded sampling, ordered tolerant aggregation and checkpointable state.
 
     Also the mixin of the FedProx / FedAdam variants (listed first among their bases, so that
@@ -220,15 +220,15 @@ class MeteredStrategy(ReplyCheckHook, FedAvg):
                 setattr(self, name, moments)
 
 
-class MeteredFedProx(MeteredStrategy, FedProx):
+class ReproducibleFedProx(ReproducibleFedAvg, FedProx):
     """FedProx: FedAvg on the server, ``proximal-mu`` sent to clients for the proximal term."""
 
 
-class MeteredFedAdam(MeteredStrategy, FedAdam):
+class ReproducibleFedAdam(ReproducibleFedAvg, FedAdam):
     """FedAdam (Reddi et al.): Adam on the server over the averaged client update."""
 
 
-def make_strategy(cfg: Config, num_clients: int) -> MeteredStrategy:
+def make_strategy(cfg: Config, num_clients: int) -> ReproducibleFedAvg:
     """The strategy named by ``federation.strategy`` with the config's sampling settings."""
     fed = cfg.federation
     minimum = min(fed.min_train_clients, num_clients)
@@ -244,12 +244,12 @@ def make_strategy(cfg: Config, num_clients: int) -> MeteredStrategy:
         "train_metrics_aggr_fn": weighted_metrics,
         "evaluate_metrics_aggr_fn": weighted_metrics,
     }
-    strategy: MeteredStrategy
+    strategy: ReproducibleFedAvg
     if fed.strategy == "fedprox":
-        strategy = MeteredFedProx(proximal_mu=fed.proximal_mu, **common)
+        strategy = ReproducibleFedProx(proximal_mu=fed.proximal_mu, **common)
     elif fed.strategy == "fedadam":
-        strategy = MeteredFedAdam(eta=fed.server_lr, eta_l=cfg.train.lr, **common)
+        strategy = ReproducibleFedAdam(eta=fed.server_lr, eta_l=cfg.train.lr, **common)
     else:
-        strategy = MeteredStrategy(**common)
+        strategy = ReproducibleFedAvg(**common)
     strategy.sampling = fed.sampling
     return strategy

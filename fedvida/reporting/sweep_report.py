@@ -160,13 +160,26 @@ def nested_withholding(plans: list[Plan]) -> bool:
 
 
 # ---------------------------------------------------------------------------- summary
+def shared_facts(cfg: Config) -> list[str]:
+    """The model parts a cell sends: ``federation.shared_prefixes`` if listed, else the parts
+    its methods train (`fedvida.training.methods.shared_parts`; for several methods, their
+    union in container order)."""
+    from fedvida.models.container import PREFIXES
+    from fedvida.training.methods import shared_parts
+
+    methods = cfg.federation.method_list(cfg.train.method)
+    sent = {p for m in methods for p in shared_parts(cfg, m)}
+    return [p for p in PREFIXES if p in sent] if cfg.federation.shared_prefixes is None \
+        else list(cfg.federation.shared_prefixes)
+
+
 def _config_facts(cfg: Config) -> dict[str, Any]:
     w, dp = cfg.partition.withhold, cfg.privacy.dp
     return {
         "dp_mode": dp.mode, "noise_multiplier": dp.noise_multiplier,
         "clipping_norm": dp.clipping_norm, "secagg": cfg.privacy.secagg.enabled,
         "uplink": cfg.communication.uplink, "downlink": cfg.communication.downlink,
-        "shared_prefixes": list(cfg.federation.shared_prefixes),
+        "shared_prefixes": shared_facts(cfg),
         "clip_rate": w.clip_rate, "client_dist": w.client_dist,
         "no_audio_client_share": w.no_audio_client_share, "test_rate": w.test_rate,
         "rounds": cfg.federation.rounds, "local_epochs": cfg.federation.local_epochs,
@@ -382,10 +395,12 @@ def _communication_section(doc: dict[str, Any]) -> list[str]:
     out += markdown_table(["#", "method", "uplink", "downlink", "shared", metric,
                            "MB / round", "MB total", f"round to {target:g}",
                            f"MB to {target:g}"], rows)
-    from fedvida.config import FederationConfig
+    from fedvida.training.methods import get_method
 
-    every_part = set(FederationConfig().shared_prefixes)  # the default shares the whole model
-    if any(set(c["config"]["shared_prefixes"]) != every_part for c in doc["cells"]):
+    # partial sharing: a cell's list leaves out a part one of its methods trains (parts a method
+    # never trains are at their seeded initial values on every node and the server alike)
+    if any(set(get_method(m).trains) - set(c["config"]["shared_prefixes"])
+           for c in doc["cells"] for m in c["methods"]):
         out += ["", "Partial sharing: the server evaluates the global model with the parts that "
                 "are not shared at their seeded initial values (they live only on the clients), "
                 f"so its {metric} is not what the clients' own models reach."]

@@ -28,7 +28,7 @@ import torch
 
 from fedvida.errors import ConfigError
 from fedvida.models.classifier import ABSENT, GENERATED, REAL
-from fedvida.models.container import FedvidaModel
+from fedvida.models.container import PREFIXES, FedvidaModel
 from fedvida.training.data import ClipTensors
 
 if TYPE_CHECKING:
@@ -68,6 +68,25 @@ class MethodSpec:
         """The method fills in missing audio (generator or prototypes)."""
         return self.generates or self.prototype
 
+    @property
+    def trains(self) -> tuple[str, ...]:
+        """The model parts (`fedvida.models.container.PREFIXES`) local training changes.
+
+        The classifier always; with real audio the audio projection and the tagger (its
+        loss on real audio); the generator when the method generates; the prototype buffers
+        when it fills with prototypes. Every other part keeps its seeded initial value
+        through `fedvida.training.local.train_local` (a test checks it per method), so it
+        need not travel.
+        """
+        parts = ["classifier"]
+        if self.real_audio:
+            parts += ["audio_proj", "tagger"]
+        if self.generates:
+            parts.append("generator")
+        if self.prototype:
+            parts.append("prototypes")
+        return tuple(p for p in PREFIXES if p in parts)
+
 
 METHOD_SPECS: dict[str, MethodSpec] = {
     "video_only": MethodSpec("video_only", real_audio=False, generates=False),
@@ -85,6 +104,22 @@ def get_method(name: str) -> MethodSpec:
         choices = list(METHOD_SPECS)
         raise ConfigError(f"train.method: unknown method '{name}'; choose from {choices}")
     return METHOD_SPECS[name]
+
+
+def shared_parts(cfg: Config, method: str) -> tuple[str, ...]:
+    """The model parts a method sends and the server averages every round.
+
+    ``federation.shared_prefixes`` when the config lists them (the same for every method;
+    trained parts left out stay on the nodes), else the parts the method trains
+    (`MethodSpec.trains`): `video_only` sends the classifier only.
+
+    Raises
+    ------
+    ConfigError
+        Unknown method.
+    """
+    listed = cfg.federation.shared_prefixes
+    return tuple(listed) if listed is not None else get_method(method).trains
 
 
 def action_rows(

@@ -18,9 +18,9 @@ from sim_helpers import RecordingGrid, simulate_server
 
 from fedvida.config import Config
 from fedvida.federation.checkpoints import checkpoint_dir, load_checkpoint
+from fedvida.federation.keys import SECAGG_MESSAGE_TYPE
 from fedvida.federation.records import check_reply
 from fedvida.federation.secagg import (
-    SECAGG_MESSAGE_TYPE,
     STAGES,
     check_secagg_reply,
     quantization_bound,
@@ -80,7 +80,7 @@ def test_secagg_simulation_is_fedavg_within_the_quantisation_bound(
     float32 = max(float(np.abs(v).max()) for v in fedavg.values()) * np.finfo(np.float32).eps
     assert 0 < gap <= bound + 8 * float32, (gap, bound)
     print(f"SecAgg+ vs FedAvg, round 1: max gap {gap:.3g}, bound {bound:.3g}")
-    initial = ServerEvaluator(plain, dictionary_digest(plain)).initial_state(plain)
+    initial = ServerEvaluator(plain, dictionary_digest(plain)).initial_state(plain, "gt_audio")
     moved = max(float(np.abs(fedavg[k] - initial[k]).max()) for k in fedavg)
     assert moved > 100 * bound
     # Assert: under SecAgg+ no client message held an array: protocol bytes and numbers only

@@ -22,15 +22,16 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from sim_helpers import RecordingGrid, assert_resumed_log, simulate_server
 
+from clients import client_app as fc
 from fedvida.config import Config
 from fedvida.data.partition import Plan
 from fedvida.errors import InputError
-from fedvida.federation import client as fc
 from fedvida.federation.checkpoints import checkpoint_dir, load_checkpoint
 from fedvida.federation.records import check_reply
 from fedvida.federation.runner import run_federated
 from fedvida.federation.server import serve
 from fedvida.reporting.runlog import RunLog
+from fedvida.training.methods import get_method
 
 pytestmark = pytest.mark.slow
 
@@ -85,13 +86,21 @@ def test_simulation_writes_a_run_folder_and_resumes_identically(
     assert [(ln["method"], ln["round"]) for ln in lines] == [
         ("video_only", 1), ("video_only", 2), ("gt_audio", 1), ("gt_audio", 2)]
     ckpt = load_checkpoint(checkpoint_dir(folder, "gt_audio") / "round_0002.safetensors")
-    model_bytes = sum(a.nbytes for a in ckpt.model.values())
+    # a method sends what it trains: video_only the classifier, gt_audio also the audio
+    # projection and the tagger; the generator and the prototypes never travel
+    trained = {m: load_checkpoint(checkpoint_dir(folder, m) / "round_0002.safetensors").model
+               for m in ("video_only", "gt_audio")}
+    for method, arrays in trained.items():
+        assert {k.split(".", 1)[0] for k in arrays} == set(get_method(method).trains), method
+    assert sum(a.nbytes for a in trained["video_only"].values()) \
+        < 0.6 * sum(a.nbytes for a in trained["gt_audio"].values())
     for ln in lines:
         assert ln["sampled"] == ln["succeeded"] == 2 and ln["aggregated"]
         assert {"top1", "macro_f1", "top1_with_audio", "top1_without_audio"} <= set(ln["server"])
         assert np.isfinite(ln["train"]["train_loss"])
-        # two messages each way, each the model (identical arrays, e.g. zero biases, travel
-        # once) plus the config and record structure
+        # two messages each way, each the method's trained parts (identical arrays, e.g. zero
+        # biases, travel once) plus the config and record structure
+        model_bytes = sum(a.nbytes for a in trained[ln["method"]].values())
         assert 1.9 * model_bytes < ln["bytes_down"] < 2 * model_bytes + 60_000
         assert 1.9 * model_bytes < ln["bytes_up"] < 2 * model_bytes + 60_000
     assert lines[0]["clients"].keys() == lines[2]["clients"].keys()  # same seeded sampling
@@ -144,18 +153,18 @@ def _train(msg: Message, context: Context) -> Message:
         where = Path("/srv") / "clients" / "1" / "cache" / "shard_0003.npy"  # a private path
         raise InputError(f"{where}: truncated")
 
-    handler = broken if int(context.node_config["partition-id"]) == 1 else fc.train
+    handler = broken if int(context.node_config["partition-id"]) == 1 else fc.handle_train
     return fc.guarded(handler)(msg, context)
 
 
 @faulty_app.evaluate()
 def _evaluate(msg: Message, context: Context) -> Message:
-    return fc.guarded(fc.evaluate)(msg, context)
+    return fc.guarded(fc.handle_evaluate)(msg, context)
 
 
 @faulty_app.query()
 def _query(msg: Message, context: Context) -> Message:
-    return fc.guarded(fc.identify)(msg, context)
+    return fc.guarded(fc.handle_query)(msg, context)
 
 
 def test_faulty_client_no_audio_client_and_privacy_boundary(
@@ -217,12 +226,12 @@ def _dying_train(msg: Message, context: Context) -> Message:
     rnd = int(msg.content.config_records["config"]["server-round"])  # type: ignore[arg-type]
     if (int(context.node_config["partition-id"]), rnd) == KILL_AT:
         os.kill(os.getpid(), signal.SIGKILL)
-    return fc.guarded(fc.train)(msg, context)
+    return fc.guarded(fc.handle_train)(msg, context)
 
 
 @dying_app.query()
 def _dying_query(msg: Message, context: Context) -> Message:
-    return fc.guarded(fc.identify)(msg, context)
+    return fc.guarded(fc.handle_query)(msg, context)
 
 
 def test_a_killed_client_actor_is_replaced_and_later_rounds_aggregate(

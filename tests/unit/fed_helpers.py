@@ -17,8 +17,8 @@ import torch
 from flwr.app import Context, Message, RecordDict
 
 from fedvida.federation import records as R
-from fedvida.federation.client import client_seed
 from fedvida.federation.flower_compat import set_message_id, set_task_identity
+from fedvida.federation.node import client_seed
 
 Handler = Callable[[Message, Context], Message]
 

@@ -94,7 +94,7 @@ def test_simulate_prints_the_flwr_run_command_of_the_same_simulation(
 
     from fedvida.config import load_config
     from fedvida.federation.flower_compat import parse_config_args
-    from fedvida.federation.settings import server_config, split_overrides
+    from fedvida.federation.run_config import server_config, split_overrides
 
     monkeypatch.setattr("fedvida.data.partition.Plan.load",
                         classmethod(lambda cls, path: SimpleNamespace(num_clients=3)))

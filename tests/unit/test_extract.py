@@ -303,7 +303,7 @@ def test_node_extracts_only_its_clients_clips_into_its_own_store(
     dataset: Path, models: Models, tmp_path: Path
 ) -> None:
     # Arrange: a node's data-dir (plan.json + cache/), as `--node-config data-dir=...` names it
-    from fedvida.federation.settings import localize
+    from fedvida.federation.run_config import localize
 
     node = tmp_path / "node1"
     plan = _split(dataset, [REPLAN[:3], REPLAN[3:]])

@@ -17,6 +17,7 @@ import torch
 from fed_helpers import LocalGrid, _initial, stand_in_client, task_identity  # noqa: F401
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from clients.client_app import guarded
 from fedvida.config import Config
 from fedvida.errors import ConfigError
 from fedvida.federation import records as R
@@ -26,10 +27,9 @@ from fedvida.federation.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from fedvida.federation.client import guarded
 from fedvida.federation.metering import message_bytes, object_tree_bytes
 from fedvida.federation.rounds import run_round
-from fedvida.federation.settings import localize, partition_of, split_overrides
+from fedvida.federation.run_config import localize, partition_of, split_overrides
 from fedvida.federation.strategy import make_strategy, sample_partitions
 from fedvida.reporting.runlog import RunLog, final_metrics, write_report
 
@@ -241,7 +241,7 @@ def test_runlog_truncate_and_report(tmp_path: Path) -> None:
 def test_client_model_cache_equals_a_fresh_build_under_partial_sharing() -> None:
     from fedvida.data.partition import Plan
     from fedvida.features.cache import FeatureSet
-    from fedvida.federation import client as C
+    from fedvida.federation import node as C
     from fedvida.models.container import FeatureDims, build_model, load_state
 
     cfg = _cfg(shared_prefixes=["classifier"])
@@ -280,8 +280,8 @@ def test_flower_child_environment_never_carries_a_simulations_config(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # a simulation earlier in the same process left its ServerApp settings in the environment
+    from fedvida.federation.run_config import ENV_CONFIG, ENV_OVERRIDES
     from fedvida.federation.runner import process_env
-    from fedvida.federation.settings import ENV_CONFIG, ENV_OVERRIDES
 
     monkeypatch.setenv(ENV_CONFIG, "/elsewhere/config.yaml")
     monkeypatch.setenv(ENV_OVERRIDES, "name=other;train.runs_dir=/elsewhere")
@@ -330,7 +330,7 @@ def test_engine_pickup_asks_only_nodes_with_pending_messages_in_flowers_order() 
 
 
 def test_instruction_config_is_parsed_once_for_every_virtual_client() -> None:
-    from fedvida.federation.client import instruction_config
+    from fedvida.federation.node import instruction_config
 
     cfg = Config()
     conf = ConfigRecord({R.CFG_YAML: cfg.to_yaml(), R.CFG_METHOD: "gt_audio"})
@@ -465,7 +465,7 @@ def test_fewer_nodes_than_the_plan_is_said_with_both_numbers() -> None:
     # `flwr run .` on Flower's default local federation starts 2 SuperNodes; a 10-client plan
     # then trains 2 partitions only: discovery finds 2, and the warning names 2, 10 and the
     # partitions that will not train
-    from fedvida.federation.client import identify
+    from clients.client_app import handle_query as identify
     from fedvida.federation.server import coverage_warning, discover
 
     grid = LocalGrid({0: identify, 1: identify})

@@ -17,8 +17,8 @@ from flwr.app import ConfigRecord, Context, Message
 from fedvida.config import Config, load_config
 from fedvida.errors import ConfigError
 from fedvida.federation import records as R
+from fedvida.federation.keys import DP_WEIGHT_KEY
 from fedvida.federation.privacy import (
-    DP_WEIGHT_KEY,
     PrivacyLedger,
     dp_mod,
     gaussian_epsilon,

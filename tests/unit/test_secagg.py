@@ -23,17 +23,16 @@ from fed_helpers import (  # noqa: F401
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.client_app import guarded
 from fedvida.config import Config, SecAggConfig, load_config
 from fedvida.errors import ConfigError
 from fedvida.federation import records as R
-from fedvida.federation.client import guarded
 from fedvida.federation.flower_compat import message_from_objects, message_objects, set_message_id
-from fedvida.federation.privacy import DP_WEIGHT_KEY, dp_mod, privatize
+from fedvida.federation.keys import DP_WEIGHT_KEY, MASKED_KEY, SECAGG_ACTION
+from fedvida.federation.privacy import dp_mod, privatize
 from fedvida.federation.rounds import RoundOutcome, run_round
 from fedvida.federation.secagg import (
-    MASKED_KEY,
     PROTOCOL_KEY,
-    SECAGG_ACTION,
     SecureExchange,
     check_secagg,
     check_secagg_reply,

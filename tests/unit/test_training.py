@@ -295,3 +295,34 @@ def test_semantic_methods_without_a_dictionary_fail_in_one_line(
     with pytest.raises(FedvidaError, match="needs the semantic dictionary") as err:
         train_local(model, train_fs, cfg, None, epochs=1, seed=0)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_changes_exactly_the_parts_it_trains(
+    method: str, train_fs: FeatureSet, dictionary: SemanticDictionary
+) -> None:
+    # Arrange: weight decay on, so a part reached by a zero gradient would still move
+    cfg = small_cfg(f"train.method={method}", "train.weight_decay=0.01")
+    model = build_model(cfg, dims(train_fs))
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # Act
+    train_local(model, train_fs, cfg, dictionary, epochs=1, seed=0, class_names=CLASSES)
+    # Assert: what `trains` names changed (so it must travel), everything else is bit-identical
+    # to its seeded initial value (so `shared_parts` may leave it on every node)
+    changed = {k.split(".", 1)[0] for k, v in model.state_dict().items()
+               if not torch.equal(v, before[k])}
+    assert changed == set(METHOD_SPECS[method].trains)
+    assert METHOD_SPECS["video_only"].trains == ("classifier",)
+
+
+def test_shared_parts_default_to_the_trained_parts_and_a_list_overrides_them() -> None:
+    from fedvida.training.methods import shared_parts
+
+    assert shared_parts(Config(), "video_only") == ("classifier",)
+    assert shared_parts(Config(), "gt_audio") == ("audio_proj", "classifier", "tagger")
+    assert shared_parts(Config(), "generated") == (
+        "audio_proj", "generator", "classifier", "tagger")
+    assert shared_parts(Config(), "prototype") == (
+        "audio_proj", "classifier", "tagger", "prototypes")
+    listed = load_config(None, ["federation.shared_prefixes=[generator,classifier]"])
+    assert shared_parts(listed, "video_only") == ("generator", "classifier")

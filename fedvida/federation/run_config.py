@@ -1,4 +1,7 @@
-"""Where the Flower apps get the fedvida config from.
+"""Flower's ``run_config`` and ``node_config`` -> the fedvida `Config` (no flwr import).
+
+The config itself is defined and validated in `fedvida.config`; this module only says where a
+Flower app finds it (the server) and how a node points it at its own files (the client).
 
 Flower's ``run_config`` holds flat scalars only, so it carries a config path and overrides:
 
@@ -27,6 +30,7 @@ import yaml
 
 from fedvida.config import Config, load_config
 from fedvida.errors import ConfigError
+from fedvida.federation.keys import PARTITION_KEY
 
 ENV_CONFIG = "FEDVIDA_CONFIG_PATH"
 ENV_OVERRIDES = "FEDVIDA_OVERRIDES"
@@ -62,9 +66,9 @@ def config_from_yaml(text: str) -> Config:
 
 def partition_of(node_config: Mapping[str, Scalar]) -> int:
     """The plan partition a node holds (``partition-id`` in its node config)."""
-    if "partition-id" not in node_config:
+    if PARTITION_KEY not in node_config:
         raise ConfigError("node config lacks 'partition-id' (use --node-config 'partition-id=K')")
-    value = node_config["partition-id"]
+    value = node_config[PARTITION_KEY]
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConfigError(f"node config 'partition-id' must be an integer, got {value!r}")
     try:
