@@ -1,13 +1,21 @@
-"""Shared fixtures: a tiny real demo dataset (mp4 files with audio, MiT layout)."""
+"""Shared fixtures: the small config (configs/smoke.yaml) and a tiny real demo dataset (mp4 files
+with audio, MiT layout)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from small_config import SmallConfig, make_small_config
 
 from fedvida.config import DemoConfig
 from fedvida.data.demo import write_demo_dataset
+
+
+@pytest.fixture
+def small_config(tmp_path: Path) -> SmallConfig:
+    """``small_config(*overrides)``: `make_small_config` under this test's ``tmp_path/work``."""
+    return lambda *overrides: make_small_config(tmp_path / "work", *overrides)
 
 # 4 classes (two visual pairs) x (4 training + 2 validation) clips = 24 clips.
 # The missing-audio quotas are exact per split, round(rate * clips): with rates of 1/8 the

@@ -153,21 +153,19 @@ def instruction_config(conf: ConfigRecord, node_config: Mapping[str, Any]) -> Co
     """The config an instruction describes, localized to this node; memoised per process.
 
     The server sends the same YAML in every message of a run, so a Ray actor serving many
-    virtual clients parses and validates it once. The key is the YAML's SHA-256, the method,
+    virtual clients parses and validates it once. The key is the YAML's SHA-256,
     ``proximal-mu`` and the node config entries that `localize` reads (not ``partition-id``:
     keyed by it, an actor serving more virtual clients than the cache holds re-parsed the YAML,
     ~20 ms, for every message); callers must treat the returned config as read-only.
     """
     text = str(conf[R.CFG_YAML])
-    method = str(conf[R.CFG_METHOD])
     mu = float(conf.get(R.CFG_PROX, 0.0))  # type: ignore[arg-type]
     paths = sorted((k, repr(node_config[k])) for k in LOCALIZED_KEYS if k in node_config)
-    key = (hashlib.sha256(text.encode()).hexdigest(), method, repr(mu), repr(paths))
+    key = (hashlib.sha256(text.encode()).hexdigest(), repr(mu), repr(paths))
     cached = _CONFIGS.get(key)
     if cached is not None:
         return cast(Config, cached)
     cfg = localize(config_from_yaml(text), node_config)
-    cfg.train.method = method  # type: ignore[assignment]
     cfg.federation.proximal_mu = mu
     _CONFIGS.put(key, cfg)
     return cfg
@@ -212,6 +210,7 @@ def train(msg: Message, context: Context) -> Message:
 
     start = time.perf_counter()
     cfg, conf, partition = _setup(msg, context)
+    method = str(conf[R.CFG_METHOD])
     plan, data, val = train_and_validation(cfg, partition)
     dictionary = dictionary_for(cfg, str(conf.get(R.CFG_DIGEST, "")))
     incoming = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
@@ -219,24 +218,26 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(conf[R.CFG_ROUND])  # type: ignore[arg-type]
     # parts that never leave this node, per method: from Context.state, or after a resume
     # (new run, empty state) from the node's own files (fedvida.federation.nodestate)
-    local_key = f"{LOCAL_STATE_KEY}:{cfg.train.method}"
+    local_key = f"{LOCAL_STATE_KEY}:{method}"
     kept = context.state.array_records.get(local_key)
     partial = not set(PREFIXES) <= set(cfg.federation.shared_prefixes)
     local_in = (R.arrays_to_numpy(kept) if kept is not None else nodestate.load_state(
-        cfg, context.node_config, partition, nodestate.LOCAL, server_round) if partial else None)
+        cfg, context.node_config, partition, method, nodestate.LOCAL, server_round)
+        if partial else None)
     if local_in:
         load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in local_in.items()})
     val_metrics: dict[str, float] = {}
     if len(val):  # the global model on this client's validation clips, before local training
         from fedvida.training.local import validation_top1
 
-        val_metrics = {"val_top1": validation_top1(model, val, cfg, dictionary),
+        val_metrics = {"val_top1": validation_top1(model, val, cfg, dictionary, method),
                        "val-examples": float(len(val))}
     mu = cfg.federation.proximal_mu
     proximal = incoming if mu > 0 else None  # load_state copied it: still the global weights
     fit_start = time.perf_counter()
     metrics = train_local(
-        model, data, cfg, dictionary, epochs=int(conf[R.CFG_EPOCHS]),  # type: ignore[arg-type]
+        model, data, cfg, dictionary, method=method,
+        epochs=int(conf[R.CFG_EPOCHS]),  # type: ignore[arg-type]
         seed=client_seed(cfg.train.seed, server_round, partition), proximal_to=proximal,
     )
     fit_seconds = time.perf_counter() - fit_start
@@ -244,7 +245,8 @@ def train(msg: Message, context: Context) -> Message:
     local = {k: v for k, v in model.state_dict().items() if k not in shared}
     if local:
         context.state[local_key] = R.state_to_arrays(local)
-        nodestate.save_state(cfg, context.node_config, partition, nodestate.LOCAL, server_round,
+        nodestate.save_state(cfg, context.node_config, partition, method, nodestate.LOCAL,
+                             server_round,
                              {k: v.detach().cpu().numpy() for k, v in local.items()})
     _release(entry)
     metrics = {**metrics, **val_metrics,
@@ -270,10 +272,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     dictionary = dictionary_for(cfg, str(conf.get(R.CFG_DIGEST, "")))
     incoming = R.arrays_to_state(msg.content.array_records[R.ARRAYS_KEY])
     model, entry = _model(cfg, plan, data, incoming)
-    kept = context.state.array_records.get(f"{LOCAL_STATE_KEY}:{cfg.train.method}")
+    method = str(conf[R.CFG_METHOD])
+    kept = context.state.array_records.get(f"{LOCAL_STATE_KEY}:{method}")
     if kept is not None:
         load_state(model, R.arrays_to_state(kept))
-    metrics = evaluate_local(model, data, cfg, dictionary)
+    metrics = evaluate_local(model, data, cfg, dictionary, method=method)
     _release(entry)
     metrics = {**metrics, R.WEIGHT_KEY: int(len(data.labels)), "partition-id": partition}
     return Message(R.reply(None, metrics), reply_to=msg)

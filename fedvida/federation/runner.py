@@ -420,7 +420,7 @@ def prepare_run(
         raise ConfigError(f"--name {name!r}: expected a plain folder name")
     run_cfg = cfg.model_copy(deep=True)
     run_cfg.name = name
-    run_cfg.federation.methods = list(methods)  # type: ignore[arg-type]
+    run_cfg.train.methods = list(methods)  # type: ignore[arg-type]
     folder = Path(run_cfg.train.runs_dir) / name
     if (folder / "metrics.jsonl").exists() or (folder / "checkpoints").exists():
         raise FedvidaError(f"run folder {folder} exists: continue it with --resume {folder} "
@@ -461,7 +461,7 @@ def run_federated(
     where = f"name={run_cfg.name};train.runs_dir={run_cfg.train.runs_dir}"
     simulate_config(folder / "config.yaml", plan.num_clients, run_cfg, where, verbose=verbose)
     log = RunLog(folder)
-    wanted = run_cfg.federation.method_list(run_cfg.train.method)
+    wanted: list[str] = list(run_cfg.train.methods)
     results = {m: final_metrics(log.rounds(m)) for m in wanted}
     missing = [m for m, r in results.items() if r.get("rounds", 0) < run_cfg.federation.rounds]
     if missing:

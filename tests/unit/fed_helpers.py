@@ -12,23 +12,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-import pytest
 import torch
 from flwr.app import Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedvida.federation import records as R
 from fedvida.federation.client import client_seed
 
 Handler = Callable[[Message, Context], Message]
-
-
-@pytest.fixture(autouse=True)
-def task_identity() -> None:
-    # what a ServerApp process has; needed to build Messages outside Flower
-    TaskIdentity.run_id = 7
-    TaskIdentity.node_id = 0
-    TaskIdentity.task_id = 1
 
 
 class LocalGrid:

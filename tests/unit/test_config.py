@@ -36,7 +36,11 @@ def test_overrides_parse_yaml_values() -> None:
     ("override", "field"),
     [
         ("partition.alpha=-1", "partition.alpha"),
-        ("train.method=magic", "train.method"),
+        ("train.methods=[magic]", "train.methods"),
+        ("train.method=gt_audio", "train.method' was removed; use train.methods"),
+        ("federation.methods=[gt_audio]", "federation.methods' was removed; use train.methods"),
+        ("train.methods=[]", "train.methods"),
+        ("train.methods=[gt_audio, gt_audio]", "'gt_audio' is listed twice"),
         ("partition.withhold.clip_rate=1.5", "partition.withhold.clip_rate"),
         ("train.nonsense=1", "train.nonsense"),
         ("data.classes.mode=list", "data.classes"),

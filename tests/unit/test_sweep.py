@@ -72,12 +72,12 @@ def test_grid_groups_and_cells_expand_in_order_with_shared_runs(tmp_path: Path) 
     ]
     assert [c.group for c in cells[4:]] == ["per client", "per client", "ref"]
     for c in cells[:6]:
-        assert c.config.federation.methods == ["generated"]
+        assert c.config.train.methods == ["generated"]
         assert c.config.federation.rounds == 2 and c.config.federation.local_epochs == 1
     assert cells[2].config.partition.withhold.clip_rate == 0.5
     assert cells[1].config.federation.shared_prefixes == ["generator", "classifier"]
     assert cells[5].config.partition.withhold.no_audio_client_share == 0.5
-    assert cells[6].config.federation.methods == ["video_only"]
+    assert cells[6].config.train.methods == ["video_only"]
     assert cells[6].config.train.epochs == 3
     assert sweep.methods == ["generated", "video_only"] and sweep.rounds == [2]
     # the per-client cell with share 0 resolves to grid cell 1's config: one run for both
