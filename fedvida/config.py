@@ -157,6 +157,10 @@ class ExtractConfig(Section):
     steps: int = Field(18, ge=2)
     frame_encoder: str = "effnet-lite0"
     audio_encoder: str = "yamnet"
+    tagger: str = Field(
+        "yamnet", description="Audio encoder whose AudioSet scores tag the clips when "
+        "audio_encoder does not tag AudioSet itself (it must: tags_audioset)."
+    )
     captioner: Literal["pseudo", "hf-blip"] = Field(
         "pseudo", description="'pseudo' (top ImageNet labels) or 'hf-blip' (hf_blip_path)."
     )

@@ -46,6 +46,7 @@ from fedvida.features.encoders import (
     FrameEncoder,
     create_audio_encoder,
     create_frame_encoder,
+    create_tagger,
     resolve_device,
 )
 from fedvida.features.frames import (
@@ -115,13 +116,12 @@ class FrozenEncoders:
 
     @property
     def tagger(self) -> AudioEncoder:
-        """The audio encoder when it tags AudioSet itself, else YAMNet."""
+        """The audio encoder when it tags AudioSet itself, else ``extract.tagger``."""
         if self.audio.tags_audioset:
             return self.audio
         if self._tagger is None:
-            tag_cfg = self.cfg.model_copy(update={"audio_encoder": "yamnet"})
             self._tagger = self._timed_load(  # type: ignore[assignment]
-                lambda: create_audio_encoder(tag_cfg, self.device))
+                lambda: create_tagger(self.cfg, self.device))
         assert self._tagger is not None
         return self._tagger
 

@@ -127,6 +127,9 @@ def test_extra_overrides_change_every_cell_and_its_run(tmp_path: Path) -> None:
     ({"evaluate": {"partition.withhold.test_rate": [2.0]}},
      r"cell 1 \(base\), evaluate partition\.withhold\.test_rate=2: .*test_rate: Input "),
     ({"base": "configs/nope.yaml"}, r"base config not found: configs/nope\.yaml"),
+    ({"report": {"kind": "nope"}}, r"report\.kind: Value error, unknown report kind 'nope' "
+                                   r"\(known: generic, privacy, communication, missing_audio\)"),
+    ({"set": {"train.methods": ["gt_audio"]}}, r"'train\.methods' cannot be set in a sweep"),
 ])
 def test_a_bad_cell_or_file_is_one_line_naming_file_and_cell(
     tmp_path: Path, doc: dict[str, Any], message: str
