@@ -29,6 +29,7 @@ CLASSES = ["barking", "clapping", "drumming", "raining"]
 CAPTIONS = ["a dog barking in a yard", "people clapping hands", "a man playing drums",
             "rain falling on a window"]
 T, D, DA, K = 18, 1280, 1024, 527
+pytestmark = pytest.mark.slow  # the dictionary fixture loads the real sentence model
 
 
 def synthetic(
