@@ -156,8 +156,9 @@ class ExtractionResult:
         return sum(st.computed for st in self.stats)
 
 
-def partitions_of(plan: Plan, wanted: Sequence[str] = ()) -> list[Partition]:
-    """The partitions named by ``wanted`` (client ids as text or ``"test"``; empty: all).
+def partitions_of(plan: Plan, wanted: Sequence[Partition] = ()) -> list[Partition]:
+    """The partitions named by ``wanted`` (client ids, as int or text, or ``"test"``; empty:
+    every client and ``"test"``).
 
     Raises
     ------
@@ -167,7 +168,7 @@ def partitions_of(plan: Plan, wanted: Sequence[str] = ()) -> list[Partition]:
     if not wanted:
         return [*range(plan.num_clients), "test"]
     out: list[Partition] = []
-    for raw in wanted:
+    for raw in map(str, wanted):
         if raw == "test":
             out.append("test")
             continue
@@ -195,7 +196,7 @@ def extract(
     cfg
         ``extract`` (encoders, cache), ``partition.plan``.
     partitions
-        Client ids and/or ``"test"``; None: every client and ``"test"``.
+        Client ids (int or text) and/or ``"test"``; None or empty: every client and ``"test"``.
     device
         ``cpu`` | ``cuda`` | ``cuda:N`` (default ``extract.device``).
     progress
@@ -204,13 +205,13 @@ def extract(
     Raises
     ------
     InputError
-        The plan file is missing or unreadable.
+        The plan file is missing or unreadable, or a partition is not in the plan.
     """
     from fedvida.data.partition import Plan
     from fedvida.features.extract import FrozenEncoders, extract_partition
 
     loaded = Plan.load(Path(cfg.partition.plan))
-    parts = list(partitions) if partitions is not None else partitions_of(loaded)
+    parts = partitions_of(loaded, partitions or ())
     encoders = FrozenEncoders(cfg.extract, device)
     problems = ProblemLog()
     total = sum(len(loaded.partition(p)) for p in parts)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from fedvida.commands import add_config_args, config_from_args
@@ -23,9 +22,7 @@ def register(sub: Any) -> None:
 def _extract(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     from fedvida import stages
-    from fedvida.data.partition import Plan
     from fedvida.reporting.stages import print_extraction
 
-    parts = stages.partitions_of(Plan.load(Path(cfg.partition.plan)), args.client)
-    print_extraction(stages.extract(cfg, parts, device=args.device, progress=True))
+    print_extraction(stages.extract(cfg, args.client, device=args.device, progress=True))
     return 0
