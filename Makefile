@@ -15,7 +15,7 @@ export FLWR_HOME := $(CURDIR)/.flwr
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint typecheck unit clean
+.PHONY: install demo test test-fast lint typecheck unit clean
 
 install: $(STAMP)
 
@@ -39,7 +39,12 @@ lint: install
 unit: install
 	$(VENV)/bin/pytest -q -x
 
+# CI: lint + every test (slow ones included).
 test: lint unit
+
+# The edit loop: no test marked slow (real pretrained models, Flower runs), the 15 slowest listed.
+test-fast: install
+	$(VENV)/bin/pytest -q -x -m "not slow" --durations=15
 
 clean:
 	rm -rf work runs .flwr

@@ -31,7 +31,7 @@ from fedvida.config import load_config
 from fedvida.data.demo import write_demo_dataset
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.data.video import decode_grid
-from fedvida.features.extract import STAGES, Models, extract_partition
+from fedvida.features.extract import STAGES, FrozenEncoders, extract_partition
 from fedvida.reporting.console import console, print_table
 
 
@@ -74,7 +74,7 @@ def main() -> None:
     clips = [PlannedClip(str(p.relative_to(root)), 0, False) for p in paths]
     plan = Plan(str(root), ["all"], [clips], [], [0.0], 0, "bench")
 
-    models = Models(cfg.extract)
+    models = FrozenEncoders(cfg.extract)
     t0 = time.perf_counter()
     _ = (models.frame, models.audio, models.tagger, models.captioner)
     load = time.perf_counter() - t0

@@ -44,7 +44,6 @@ def main() -> None:
     run: Path = args.run
     cfg = load_config(run / "config.yaml")
     cfg.name, cfg.train.runs_dir = run.name, run.parent
-    cfg.train.method = args.method
     plan, test = local_features(cfg, "test")
     dims = FeatureDims.from_features(test, len(plan.classes))
     dictionary = dictionary_for(cfg, dictionary_digest(cfg))
@@ -55,11 +54,11 @@ def main() -> None:
     for k in range(plan.num_clients):
         model = build_model(cfg, dims)
         load_model_state(model, _tensors(ckpt.model))
-        local = load_state(cfg, {}, k, LOCAL, ckpt.server_round + 1)
+        local = load_state(cfg, {}, k, args.method, LOCAL, ckpt.server_round + 1)
         if local:
             load_model_state(model, _tensors(local))
             with_local += 1
-        metrics = evaluate(model, test, cfg, dictionary)
+        metrics = evaluate(model, test, cfg, dictionary, method=args.method)
         tops.append(metrics["top1"])
         f1s.append(metrics["macro_f1"])
     print(f"{run.name} ({args.method}): round {ckpt.server_round}, personalised top1 mean "

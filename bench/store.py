@@ -27,7 +27,7 @@ from fedvida.config import load_config
 from fedvida.data.demo import write_demo_dataset
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.features.cache import load_features, store_dir
-from fedvida.features.extract import Models, extract_partition
+from fedvida.features.extract import FrozenEncoders, extract_partition
 from fedvida.reporting.console import print_table
 
 
@@ -84,7 +84,7 @@ def main() -> None:
         (f"{len(clips)} clients (1 clip each), seed 2", _plan(root, clips, len(clips), 100.0, 2,
                                                              0.25)),
     ]
-    models = Models(cfg.extract)
+    models = FrozenEncoders(cfg.extract)
     rows: list[tuple[object, ...]] = []
     cache = Path(cfg.extract.cache_dir)
     try:

@@ -11,10 +11,17 @@ import hashlib
 import json
 import string
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedvida.errors import ConfigError
 
@@ -151,6 +158,10 @@ class ExtractConfig(Section):
     steps: int = Field(18, ge=2)
     frame_encoder: str = "effnet-lite0"
     audio_encoder: str = "yamnet"
+    tagger: str = Field(
+        "yamnet", description="Audio encoder whose AudioSet scores tag the clips when "
+        "audio_encoder does not tag AudioSet itself (it must: tags_audioset)."
+    )
     captioner: Literal["pseudo", "hf-blip"] = Field(
         "pseudo", description="'pseudo' (top ImageNet labels) or 'hf-blip' (hf_blip_path)."
     )
@@ -266,16 +277,39 @@ class ModelConfig(Section):
     )
 
 
+# The one list of method names: every other list (METHODS, the command choices, the method
+# registry `fedvida.training.methods.METHOD_SPECS`) is this one (tests/unit/test_config.py).
 Method = Literal["video_only", "gt_audio", "generated", "svdmap", "cafmap", "prototype"]
-METHODS: tuple[str, ...] = (
-    "video_only", "gt_audio", "generated", "svdmap", "cafmap", "prototype",
-)
+METHODS: tuple[str, ...] = get_args(Method)
+RENAMED_KEYS = {  # removed key -> the one that replaced it (a clear error, not "unknown field")
+    "train.method": "train.methods, a list: train.methods=[gt_audio]",
+    "federation.methods": "train.methods (the methods every command trains)",
+}
+
+
+def _default_methods() -> list[Method]:
+    return ["generated"]
+
+
+def _renamed(section: str, data: Any) -> Any:
+    """Reject a removed key of ``section`` naming its replacement (`RENAMED_KEYS`)."""
+    if isinstance(data, dict):
+        for key, instead in RENAMED_KEYS.items():
+            head, _, name = key.partition(".")
+            if head == section and name in data:
+                raise ValueError(f"'{key}' was removed; use {instead}")
+    return data
 
 
 class TrainConfig(Section):
-    """Local / centralised training and evaluation of the five methods (docs/methods.md)."""
+    """Local / centralised training and evaluation of the methods (docs/methods.md)."""
 
-    method: Method = "generated"
+    methods: list[Method] = Field(
+        default_factory=_default_methods,
+        min_length=1,
+        description="The methods a run trains, one after another: `fedvida train` and "
+        "`fedvida simulate` without --method, a deployment, each sweep cell.",
+    )
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(256, ge=1)
@@ -371,6 +405,19 @@ class TrainConfig(Section):
     )
     runs_dir: Path = Path("runs")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        return _renamed("train", data)
+
+    @field_validator("methods")
+    @classmethod
+    def _once_each(cls, methods: list[str]) -> list[str]:
+        twice = [m for m in methods if methods.count(m) > 1]
+        if twice:
+            raise ValueError(f"'{twice[0]}' is listed twice")
+        return methods
+
     @model_validator(mode="after")
     def _sweep_range(self) -> TrainConfig:
         if any(not -1.0 <= t <= 1.0 for t in self.svdmap_sweep):
@@ -414,10 +461,6 @@ class FederationConfig(Section):
         "(fedvida.training.methods.shared_parts); a list: those parts for every method, the "
         "trained parts it leaves out stay on the nodes (partial sharing).",
     )
-    methods: list[Method] = Field(
-        default_factory=list,
-        description="Methods trained one after another in one federation; empty: [train.method].",
-    )
     num_cpus_per_client: float = Field(1.0, gt=0.0)
     num_gpus_per_client: float = Field(0.0, ge=0.0)
     ray_num_cpus: int | None = Field(
@@ -455,16 +498,17 @@ class FederationConfig(Section):
         "the partitions that will not train); false: that is an error naming both numbers.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        return _renamed("federation", data)
+
     @model_validator(mode="after")
     def _prefixes(self) -> FederationConfig:
         if self.shared_prefixes is not None and not self.shared_prefixes:
             raise ValueError("shared_prefixes must name at least one model part (or be null: "
                              "each method's trained parts)")
         return self
-
-    def method_list(self, default: str) -> list[str]:
-        """The methods this federation trains, in order (``default`` when none are listed)."""
-        return list(dict.fromkeys(self.methods)) if self.methods else [default]
 
 
 DpMode = Literal[

@@ -1,9 +1,10 @@
 """The main job: demo data -> partition -> extraction -> dictionary -> federated + central training.
 
-Each stage is the same code path as its own command (`fedvida data demo`, `partition`, `extract
---all`, `dictionary build`, `simulate --all-methods`, `train --all-methods`); this module only
-decides what can be reused from an earlier run and prints the final comparison. Stages whose
-inputs have not changed are skipped, so a second run costs only the training.
+Each stage is one function of `fedvida.stages`, the same its own command calls (`fedvida data
+demo`, `partition`, `extract --all`, `dictionary build`, `simulate`, `train`), called with the
+one config `fedvida run` loaded; this module only decides what can be reused from an earlier run
+and prints each stage's summary and the final comparison. Stages whose inputs have not changed
+are skipped, so a second run costs only the training.
 """
 
 from __future__ import annotations
@@ -121,61 +122,46 @@ def write_comparison(
     return path
 
 
-def run_pipeline(
-    config_path: str | None,
-    overrides: Sequence[str],
-    methods: Sequence[str],
-    *,
-    force: bool = False,
-) -> Path:
-    """Run every stage of the main job; returns the path of the comparison table.
+def run_pipeline(cfg: Config, methods: Sequence[str], *, force: bool = False) -> Path:
+    """Run every stage of the main job with one config; returns the path of the comparison table.
 
     Parameters
     ----------
-    config_path, overrides
-        As given to `fedvida run` (`--config`, `--set`); every stage sees the same.
+    cfg
+        The validated config (`fedvida run` loads it once); every stage gets this object.
     methods
         Methods to train federated and centrally.
     force
         Redo the demo data and the dictionary even when they are current.
     """
-    from fedvida.cli import main as cli_main
-    from fedvida.config import load_config
-    from fedvida.errors import FedvidaError
+    from fedvida import stages
+    from fedvida.reporting.stages import (
+        print_demo,
+        print_dictionary,
+        print_extraction,
+        print_plan_result,
+    )
 
-    cfg = load_config(config_path, list(overrides))
     timer = StageTimer()
-    args: list[str] = ["--config", config_path] if config_path else []
-    for o in overrides:
-        args += ["--set", o]
-
-    def stage(argv: list[str]) -> None:
-        code = cli_main([*argv, *args])
-        if code != 0:
-            raise FedvidaError(f"stage 'fedvida {' '.join(argv)}' failed (exit code {code})")
-
     if force or not demo_is_current(cfg):
-        timer.run("demo data", lambda: stage(["data", "demo"]))
+        timer.run("demo data", lambda: print_demo(stages.demo(cfg, progress=True), cfg))
     else:
         console.print(f"demo data: {cfg.demo.out} is current, reused", markup=False,
                       soft_wrap=True)
-    timer.run("partition", lambda: stage(["partition"]))
-    timer.run("extraction", lambda: stage(["extract", "--all"]))
+    timer.run("partition", lambda: print_plan_result(stages.plan(cfg), cfg.partition.scheme))
+    timer.run("extraction", lambda: print_extraction(stages.extract(cfg, progress=True)))
     if force or not dictionary_is_current(cfg):
-        timer.run("dictionary", lambda: stage(["dictionary", "build"]))
+        timer.run("dictionary", lambda: print_dictionary(stages.dictionary(cfg), cfg))
     else:
         console.print(f"dictionary: {cfg.dictionary.out} is current and verified, reused",
                       markup=False, soft_wrap=True)
 
-    from fedvida.federation.runner import run_federated
-    from fedvida.training.central import run_central
-
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     federated = timer.run(
-        "federated training", lambda: run_federated(cfg, list(methods), name)
+        "federated training", lambda: stages.simulate(cfg, methods, name).results
     )
-    central_results, _ = timer.run("centralised reference", lambda: run_central(cfg, methods))
-    central = {r.method: r.test for r in central_results}
+    trained = timer.run("centralised reference", lambda: stages.train(cfg, methods))
+    central = trained.test
 
     from fedvida.reporting.missing import markdown as missing_markdown
     from fedvida.reporting.missing import print_missing

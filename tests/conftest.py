@@ -1,13 +1,21 @@
-"""Shared fixtures: a tiny real demo dataset (mp4 files with audio, MiT layout)."""
+"""Shared fixtures: the small config (configs/smoke.yaml) and a tiny real demo dataset (mp4 files
+with audio, MiT layout)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from small_config import SmallConfig, make_small_config
 
 from fedvida.config import DemoConfig
 from fedvida.data.demo import write_demo_dataset
+
+
+@pytest.fixture
+def small_config(tmp_path: Path) -> SmallConfig:
+    """``small_config(*overrides)``: `make_small_config` under this test's ``tmp_path/work``."""
+    return lambda *overrides: make_small_config(tmp_path / "work", *overrides)
 
 # 4 classes (two visual pairs sharing one picture: `visual_identity="pair"`, so that only the
 # audio tells the classes of a pair apart) x (4 training + 2 validation) clips = 24 clips.

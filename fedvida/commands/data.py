@@ -9,6 +9,7 @@ from typing import Any
 from fedvida.commands import add_config_args, config_from_args
 from fedvida.errors import ProblemLog
 from fedvida.reporting.console import console, print_table, rate_progress
+from fedvida.reporting.stages import print_problems
 
 MAX_CLASS_ROWS = 40
 
@@ -19,7 +20,7 @@ def register(sub: Any) -> None:
 
     demo = dsub.add_parser("demo", help="write the built-in demo dataset (MiT layout)")
     add_config_args(demo)
-    demo.add_argument("--out", default=None, help="output folder (default: demo.out)")
+    demo.add_argument("--out", type=Path, default=None, help="output folder (default: demo.out)")
     demo.add_argument("--classes", type=int, default=None, help="number of classes (2-10)")
     demo.add_argument("--clips-per-class", type=int, default=None, help="training clips per class")
     demo.add_argument("--seed", type=int, default=None, help="random seed")
@@ -45,39 +46,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def print_problems(log: ProblemLog, examples: int = 5) -> None:
-    """Print a problem count by reason and the first `examples` problems."""
-    if not len(log):
-        console.print("problems: none")
-        return
-    counts = ", ".join(f"{k}={v}" for k, v in sorted(log.counts().items()))
-    console.print(f"[bold yellow]problems: {len(log)}[/] ({counts}); not fatal, first ones:")
-    for p in log.problems[:examples]:
-        console.print(f"  {p.line()}", markup=False)
-
-
 def _demo(args: argparse.Namespace) -> int:
     for flag, key in (("classes", "classes"), ("clips_per_class", "clips_per_class"),
                       ("seed", "seed")):
         if getattr(args, flag) is not None:
             args.overrides.append(f"demo.{key}={getattr(args, flag)}")
     cfg = config_from_args(args)
-    from fedvida.data.demo import write_demo_dataset
+    from fedvida import stages
+    from fedvida.reporting.stages import print_demo
 
-    out = Path(args.out) if args.out is not None else cfg.demo.out
-    summary = write_demo_dataset(cfg.demo, out, progress=True)
-    rows = [
-        ("root", str(summary.root)),
-        ("classes", f"{len(summary.classes)}: {', '.join(summary.classes)}"),
-        ("clips", str(summary.clips)),
-        ("no audio stream", str(summary.no_stream)),
-        ("silent track", str(summary.silent)),
-        ("seconds", f"{summary.seconds:.1f}"),
-        ("clips/s", f"{summary.clips_per_second():.2f}"),
-    ]
-    print_table("demo dataset", ["", "value"], rows)
-    if Path(summary.root) != Path(cfg.data.root):
-        console.print(f"read it with --set data.root={summary.root}", markup=False)
+    print_demo(stages.demo(cfg, args.out, progress=True), cfg)
     return 0
 
 

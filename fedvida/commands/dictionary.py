@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,44 +42,15 @@ def register(sub: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from fedvida.errors import ProblemLog
-    from fedvida.reporting.console import console, print_table
-    from fedvida.semantics import build_dictionary, load_sentence_embedder, resolve_actions
+    from fedvida import stages
+    from fedvida.reporting.console import console
+    from fedvida.reporting.stages import print_dictionary
 
     cfg = config_from_args(args)
-    dcfg = cfg.dictionary
-    out = args.out or dcfg.out
-    problems = ProblemLog()
-    actions, source = resolve_actions(
-        cfg, all_mit_v1=args.all_mit_v1, categories_file=args.categories, problems=problems
-    )
-    if problems:
-        console.print(f"[yellow]categories: {problems.summary()}[/yellow]")
-    start = time.perf_counter()
-    with console.status(f"loading sentence model {dcfg.model}"):
-        embedder = load_sentence_embedder(dcfg.model, device=dcfg.device)
-    loaded = time.perf_counter()
-    with console.status(f"embedding {len(actions)} actions and the AudioSet labels"):
-        d = build_dictionary(
-            actions,
-            out,
-            embedder=embedder,
-            action_template=dcfg.action_template,
-            audio_template=dcfg.audio_template,
-            top_k=dcfg.top_k,
-        )
-    done = time.perf_counter()
-    rows = [
-        ("actions", f"{len(d.actions)} from {source}"),
-        ("AudioSet labels", str(len(d.audio_labels))),
-        ("model", f"{d.model_name} (weights {d.weights_sha256[:16]}...)"),
-        ("templates", f"'{dcfg.action_template}' / '{dcfg.audio_template}'"),
-        ("top_k", str(d.top_k)),
-        ("time", f"model load {loaded - start:.1f} s, build {done - loaded:.1f} s"),
-        ("written to", str(out)),
-    ]
-    print_table("semantic dictionary built", ["field", "value"], rows)
-    print(f"digest {d.digest}")  # in full, never wrapped: clients verify against it
+    with console.status(f"building the dictionary with {cfg.dictionary.model}"):
+        result = stages.dictionary(cfg, args.out, all_mit_v1=args.all_mit_v1,
+                                   categories_file=args.categories)
+    print_dictionary(result, cfg)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fedvida.commands import add_config_args
+from fedvida.commands import add_config_args, config_from_args
 from fedvida.config import METHODS
 
 
@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
     )
     add_config_args(p)
     p.add_argument("--method", "-m", action="append", choices=METHODS, default=None,
-                   help="train only these methods (repeatable; default: all five)")
+                   help="train only these methods (repeatable; default: all of them)")
     p.add_argument("--force", action="store_true",
                    help="rewrite the demo data and rebuild the dictionary")
     p.set_defaults(handler=_run)
@@ -28,5 +28,6 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from fedvida.pipeline import run_pipeline
 
-    run_pipeline(args.config, args.overrides, args.method or list(METHODS), force=args.force)
+    cfg = config_from_args(args)  # the only time `fedvida run` reads its config
+    run_pipeline(cfg, args.method or list(METHODS), force=args.force)
     return 0

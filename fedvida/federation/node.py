@@ -84,14 +84,14 @@ def instruction_config(conf: Mapping[str, Any], node_config: Mapping[str, Any]) 
     ----------
     conf
         The instruction's config entries (a Flower ``ConfigRecord`` or any mapping):
-        ``fedvida-config`` (the server's resolved YAML), ``method`` and optionally
-        ``proximal-mu`` (`fedvida.federation.keys`).
+        ``fedvida-config`` (the server's resolved YAML) and optionally ``proximal-mu``
+        (`fedvida.federation.keys`).
     node_config
         The node's config; the entries `fedvida.federation.run_config.localize` reads point the
         config at the node's own plan, feature cache and dictionary.
 
     The server sends the same YAML in every message of a run, so a Ray actor serving many
-    virtual clients parses and validates it once. The key is the YAML's SHA-256, the method,
+    virtual clients parses and validates it once. The key is the YAML's SHA-256,
     ``proximal-mu`` and the node config entries that `localize` reads (not ``partition-id``:
     keyed by it, an actor serving more virtual clients than the cache holds re-parsed the YAML,
     ~20 ms, for every message); callers must treat the returned config as read-only.
@@ -102,15 +102,13 @@ def instruction_config(conf: Mapping[str, Any], node_config: Mapping[str, Any]) 
         The YAML is not a valid fedvida config.
     """
     text = str(conf[K.CFG_YAML])
-    method = str(conf[K.CFG_METHOD])
     mu = float(conf.get(K.CFG_PROX, 0.0))
     paths = sorted((k, repr(node_config[k])) for k in LOCALIZED_KEYS if k in node_config)
-    key = (hashlib.sha256(text.encode()).hexdigest(), method, repr(mu), repr(paths))
+    key = (hashlib.sha256(text.encode()).hexdigest(), repr(mu), repr(paths))
     cached = _CONFIGS.get(key)
     if cached is not None:
         return cast(Config, cached)
     cfg = localize(config_from_yaml(text), node_config)
-    cfg.train.method = method  # type: ignore[assignment]
     cfg.federation.proximal_mu = mu
     _CONFIGS.put(key, cfg)
     return cfg
@@ -216,7 +214,8 @@ def train(cfg: Config, partition: int, method: str, *, server_round: int, epochs
     shared_prefixes = shared_parts(cfg, method)
     local_prefixes = [p for p in get_method(method).trains if p not in shared_prefixes]
     local_in = (dict(kept) if kept is not None else nodestate.load_state(
-        cfg, node_config, partition, nodestate.LOCAL, server_round) if local_prefixes else None)
+        cfg, node_config, partition, method, nodestate.LOCAL, server_round)
+        if local_prefixes else None)
     if local_in:
         load_state(model, _tensors(local_in))
     val_metrics: dict[str, float] = {}
@@ -237,7 +236,8 @@ def train(cfg: Config, partition: int, method: str, *, server_round: int, epochs
     local = select_state(model, local_prefixes) if local_prefixes else {}
     local_np = {k: v.detach().cpu().numpy() for k, v in local.items()}
     if local_np:
-        nodestate.save_state(cfg, node_config, partition, nodestate.LOCAL, server_round, local_np)
+        nodestate.save_state(cfg, node_config, partition, method, nodestate.LOCAL, server_round,
+                             local_np)
     _release(entry)
     out: dict[str, float | int] = {
         **metrics, **val_metrics,

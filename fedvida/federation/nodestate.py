@@ -49,27 +49,28 @@ def state_dir(cfg: Config, node_config: Mapping[str, Any], partition: int) -> Pa
     return run_dir(cfg) / "node-state" / f"partition-{partition}"
 
 
-def save_state(cfg: Config, node_config: Mapping[str, Any], partition: int, kind: str,
-               server_round: int, arrays: Mapping[str, np.ndarray]) -> Path | None:
-    """Write the node's ``kind`` state after ``server_round`` (atomic; older rounds pruned).
+def save_state(cfg: Config, node_config: Mapping[str, Any], partition: int, method: str,
+               kind: str, server_round: int, arrays: Mapping[str, np.ndarray]) -> Path | None:
+    """Write the node's ``kind`` state of ``method`` after ``server_round`` (atomic; older
+    rounds pruned).
 
     Nothing is written (None) when ``federation.node_state`` is off.
     """
     if not cfg.federation.node_state:
         return None
-    folder = state_dir(cfg, node_config, partition) / cfg.train.method / kind
+    folder = state_dir(cfg, node_config, partition) / method / kind
     last = server_round >= cfg.federation.rounds  # only a redo of the last round is left
     keep = 2 if last else cfg.federation.keep_checkpoints + 1
-    return save_checkpoint(folder, server_round, cfg.train.method, kind, dict(arrays), {}, keep)
+    return save_checkpoint(folder, server_round, method, kind, dict(arrays), {}, keep)
 
 
-def load_state(cfg: Config, node_config: Mapping[str, Any], partition: int, kind: str,
-               before_round: int) -> dict[str, np.ndarray] | None:
-    """The newest readable ``kind`` state of a round before ``before_round`` (None if none, or
-    when ``federation.node_state`` is off)."""
+def load_state(cfg: Config, node_config: Mapping[str, Any], partition: int, method: str,
+               kind: str, before_round: int) -> dict[str, np.ndarray] | None:
+    """The newest readable ``kind`` state of ``method`` of a round before ``before_round`` (None
+    if none, or when ``federation.node_state`` is off)."""
     if not cfg.federation.node_state:
         return None
-    folder = state_dir(cfg, node_config, partition) / cfg.train.method / kind
+    folder = state_dir(cfg, node_config, partition) / method / kind
     files = list_checkpoints(folder)
     for path in reversed(files):
         try:

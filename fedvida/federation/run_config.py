@@ -7,7 +7,7 @@ Flower's ``run_config`` holds flat scalars only, so it carries a config path and
 
 * deployment (``flwr run``): ``config-path`` and ``overrides`` from ``[tool.flwr.app.config]`` in
   pyproject.toml, changed with ``flwr run . NAME --run-config "config-path='x.yaml'
-  overrides='federation.rounds=3;train.method=gt_audio'"`` (overrides separated by ``;``);
+  overrides='federation.rounds=3;train.methods=[gt_audio]'"`` (overrides separated by ``;``);
 * simulation (``run_simulation`` leaves ``run_config`` empty): the environment variables
   ``FEDVIDA_CONFIG_PATH`` and ``FEDVIDA_OVERRIDES`` set by `fedvida.federation.runner`.
 

@@ -207,14 +207,14 @@ def flwr_run_command(
     """The ``flwr run`` command that runs what ``run_federated(cfg, methods, name)`` runs.
 
     ``cfg`` is ``config_path`` loaded with ``overrides``; the run folder name and the methods
-    are added as overrides (``name=...``, ``federation.methods=[...]``), the number of virtual
+    are added as overrides (``name=...``, ``train.methods=[...]``), the number of virtual
     SuperNodes (the plan's clients) and the Ray resources go to ``--federation-config``
     (`federation_config`). ``connection``: a simulation connection in ``$FLWR_HOME/config.toml``
     (``local``: Flower's managed local SuperLink).
     """
     from fedvida.federation.deploy import run_command
 
-    wanted = [*overrides, f"name={name}", f"federation.methods=[{','.join(methods)}]"]
+    wanted = [*overrides, f"name={name}", f"train.methods=[{','.join(methods)}]"]
     return run_command(connection, config_path, wanted,
                        federation_config=federation_config(cfg, num_supernodes))
 
@@ -468,7 +468,7 @@ def prepare_run(
         raise ConfigError(f"--name {name!r}: expected a plain folder name")
     run_cfg = cfg.model_copy(deep=True)
     run_cfg.name = name
-    run_cfg.federation.methods = list(methods)  # type: ignore[arg-type]
+    run_cfg.train.methods = list(methods)  # type: ignore[arg-type]
     folder = Path(run_cfg.train.runs_dir) / name
     if (folder / "metrics.jsonl").exists() or (folder / "checkpoints").exists():
         raise FedvidaError(f"run folder {folder} exists: continue it with --resume {folder} "
@@ -509,7 +509,7 @@ def run_federated(
     where = f"name={run_cfg.name};train.runs_dir={run_cfg.train.runs_dir}"
     simulate_config(folder / "config.yaml", plan.num_clients, run_cfg, where, verbose=verbose)
     log = RunLog(folder)
-    wanted = run_cfg.federation.method_list(run_cfg.train.method)
+    wanted: list[str] = list(run_cfg.train.methods)
     results = {m: final_metrics(log.rounds(m)) for m in wanted}
     missing = [m for m, r in results.items() if r.get("rounds", 0) < run_cfg.federation.rounds]
     if missing:

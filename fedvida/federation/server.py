@@ -126,7 +126,8 @@ class ServerEvaluator:
         shared = select_state(model, shared_parts(cfg, method))
         return {k: v.numpy() for k, v in shared.items()}
 
-    def __call__(self, cfg: Config, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    def __call__(self, cfg: Config, arrays: dict[str, np.ndarray],
+                 method: str) -> dict[str, float]:
         import torch
 
         from fedvida.models.container import build_model, load_state
@@ -139,7 +140,8 @@ class ServerEvaluator:
             self._models[key] = build_model(cfg, self.dims)
         model = self._models[key]
         load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-        metrics = evaluate(model, self.test, cfg, self.dictionary, oracle=self.oracle)
+        metrics = evaluate(model, self.test, cfg, self.dictionary, method=method,
+                           oracle=self.oracle)
         return {k: float(v) for k, v in metrics.items()}
 
 
@@ -179,21 +181,19 @@ def serve(grid: Grid, cfg: Config, on_round: RoundHook | None = None) -> dict[st
         console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
     log = RunLog(folder)
     results: dict[str, dict[str, Any]] = {}
-    for method in cfg.federation.method_list(cfg.train.method):
-        mcfg = cfg.model_copy(deep=True)
-        mcfg.train.method = method  # type: ignore[assignment]
-        run_method(grid, mcfg, nodes, evaluator, digest, log, on_round)
+    for method in cfg.train.methods:
+        run_method(grid, cfg, method, nodes, evaluator, digest, log, on_round)
         results[method] = final_metrics(log.rounds(method))
     write_report(folder, cfg.name)
     return results
 
 
 def run_method(
-    grid: Grid, cfg: Config, nodes: dict[int, int], evaluator: ServerEvaluator, digest: str,
-    log: RunLog, on_round: RoundHook | None,
+    grid: Grid, cfg: Config, method: str, nodes: dict[int, int], evaluator: ServerEvaluator,
+    digest: str, log: RunLog, on_round: RoundHook | None,
 ) -> None:
     """The rounds of one method, continuing from its newest checkpoint if there is one."""
-    fed, method = cfg.federation, cfg.train.method
+    fed = cfg.federation
     folder = checkpoint_dir(log.run_dir, method)
     strategy = make_strategy(cfg, len(nodes))
     strategy.setup_nodes(nodes, cfg.train.seed)
@@ -224,7 +224,7 @@ def run_method(
         server: dict[str, float] = {}
         e0 = time.perf_counter()
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
-            server = evaluator(cfg, current)
+            server = evaluator(cfg, current, method)
         eval_seconds = time.perf_counter() - e0
         save_checkpoint(folder, rnd, method, fed.strategy, current, state, fed.keep_checkpoints)
         line = round_line(method, rnd, outcome, server, time.perf_counter() - t0, eval_seconds)

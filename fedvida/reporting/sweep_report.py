@@ -3,18 +3,10 @@
 Everything is read back from the cells' ``metrics.jsonl`` (server metrics, bytes, the
 ``privacy`` record of each round), their plans and their ``evaluations.json``, so the report can
 be rewritten at any time (after every cell, or with ``fedvida sweep --report-only``) and always
-shows what is on disk. Besides the per-cell table every sweep has, ``report.kind`` adds:
-
-* ``privacy``: accuracy against the cumulative (epsilon, delta) after the last round, per method,
-  noise multiplier and clipping norm; cells without DP are the "no DP" rows (epsilon infinite);
-* ``communication``: accuracy against cumulative bytes (down + up), the bytes and round at which
-  a target accuracy was first reached, per uplink codec and shared prefixes; beside it the
-  one-off cost of the centralised alternatives measured on the actual files (`centralised_costs`:
-  the plan's training clips, the clients' cached feature shards) and the round at which the
-  federated traffic exceeds each;
-* ``missing_audio``: accuracy against the share of training clips whose audio is withheld (per
-  clip / per client groups, with the actual share read from each plan and a check that the plans
-  are nested), and against the test-time share (the cells' evaluation points).
+shows what is on disk. Every sweep has the oracle-gap and per-cell tables and the metric per cell
+plot; ``report.kind`` names one entry of `fedvida.reporting.sweep_kinds.REPORT_KINDS`, one module
+per kind, which adds its own summary fields, report section and plots (``privacy``,
+``communication``, ``missing_audio``; ``generic`` adds nothing).
 
 JSON has no infinity: ``epsilon`` is ``null`` with ``dp_mode: "off"`` for cells without DP, and
 non-finite metrics are written as ``null``.
@@ -167,8 +159,7 @@ def shared_facts(cfg: Config) -> list[str]:
     from fedvida.models.container import PREFIXES
     from fedvida.training.methods import shared_parts
 
-    methods = cfg.federation.method_list(cfg.train.method)
-    sent = {p for m in methods for p in shared_parts(cfg, m)}
+    sent = {p for m in cfg.train.methods for p in shared_parts(cfg, m)}
     return [p for p in PREFIXES if p in sent] if cfg.federation.shared_prefixes is None \
         else list(cfg.federation.shared_prefixes)
 
@@ -251,42 +242,12 @@ def collect(sweep: Sweep, results: dict[str, CellResult]) -> dict[str, Any]:
         "failures": list(dict.fromkeys(f"{c['run']}: {c['error']}" for c in cells
                                        if c["status"] == "failed")),
     }
-    if spec.report.kind == "communication":
-        doc["target"] = spec.report.target
-        doc["centralised"] = _centralised(sweep)
-    if spec.report.kind == "missing_audio":
-        doc["nested"] = _nesting(sweep)
+    from fedvida.reporting.sweep_kinds import report_kind  # its kinds use this module
+
+    kind = report_kind(spec.report.kind)
+    if kind.summarize is not None:
+        doc.update(kind.summarize(sweep))
     return doc
-
-
-def _centralised(sweep: Sweep) -> dict[str, Any] | None:
-    from fedvida.data.partition import Plan
-    from fedvida.errors import FedvidaError
-
-    cell = sweep.cells[0]
-    if not cell.plan_path.is_file():
-        return None
-    try:
-        return {**centralised_costs(cell.config, Plan.load(cell.plan_path)),
-                "plan": str(cell.plan_path)}
-    except (FedvidaError, OSError):
-        return None
-
-
-def _nesting(sweep: Sweep) -> dict[str, bool | None]:
-    """Per group: are its plans nested when ordered by the cell's withheld share?"""
-    from fedvida.data.partition import Plan
-
-    out: dict[str, bool | None] = {}
-    for group in dict.fromkeys(c.group for c in sweep.cells):
-        paths = list(dict.fromkeys(c.plan_path for c in sweep.cells if c.group == group))
-        if not all(p.is_file() for p in paths):
-            out[group] = None
-            continue
-        plans = [Plan.load(p) for p in paths]
-        plans.sort(key=lambda p: plan_stats(p)["train_withheld_share"])
-        out[group] = nested_withholding(plans)
-    return out
 
 
 # ---------------------------------------------------------------------------- report.md
@@ -326,103 +287,6 @@ def _cells_table(doc: dict[str, Any]) -> list[str]:
                            "MB down", "MB up", "seconds"], rows)
 
 
-def _privacy_section(doc: dict[str, Any]) -> list[str]:
-    metric = doc["metric"]
-    rows = []
-    for c in doc["cells"]:
-        cf = c["config"]
-        for m, r in c["methods"].items():
-            off = cf["dp_mode"] == "off"
-            priv = r.get("privacy") or {}
-            eps = ("inf (no DP)" if off else "inf" if priv.get("epsilon") == "inf"
-                   else _f(r.get("epsilon"), 2))
-            clip = _f(cf["clipping_norm"], 2)
-            final_clip = _num(priv.get("clipping_norm"))
-            if final_clip is not None and abs(final_clip - cf["clipping_norm"]) > 1e-9:
-                clip += f" (final {final_clip:.2f})"  # adaptive clipping moved it
-            rows.append((m, off, cf["clipping_norm"], cf["noise_multiplier"],
-                         [m, "no DP" if off else cf["dp_mode"],
-                          "-" if off else _f(cf["noise_multiplier"], 2),
-                          "-" if off else clip, eps,
-                          "-" if off else _f(r.get("delta"), 6), _f(r.get(metric)),
-                          _f(r.get("macro_f1"))]))
-    rows.sort(key=lambda t: (t[0], not t[1], t[2], t[3]))
-    notes = sorted({str(r["privacy"].get("accounting", "")) for c in doc["cells"]
-                    for r in c["methods"].values() if r.get("privacy")} - {""})
-    out = ["## Accuracy vs epsilon", "",
-           f"{metric} of the global model after the last round against the cumulative "
-           "(epsilon, delta) of client-level DP reported by the run's accountant after that "
-           "round (`privacy` in metrics.jsonl). Rows without DP are the reference.", ""]
-    out += markdown_table(["method", "DP", "noise multiplier", "clipping norm", "epsilon",
-                           "delta", metric, "macro_f1"], [t[4] for t in rows])
-    if notes:
-        out += ["", "Accounting: " + "; ".join(notes) + "."]
-    if any(c["config"]["dp_mode"] != "off" and r.get("epsilon") is None
-           for c in doc["cells"] for r in c["methods"].values()):
-        out += ["", "epsilon '-': the run logged no `privacy` record (its DP mode was not "
-                "accounted)."]
-    return out
-
-
-def _communication_section(doc: dict[str, Any]) -> list[str]:
-    metric, target = doc["metric"], doc["target"]
-    rows, exceed = [], []
-    central = doc.get("centralised") or {}
-    refs = [(name, central[name]["bytes"]) for name in ("raw_clips", "features")
-            if name in central]
-    for c in doc["cells"]:
-        cf = c["config"]
-        for m, r in c["methods"].items():
-            curve = r["curve"]
-            last = curve[-1]
-            total = last["bytes_down"] + last["bytes_up"]
-            hit = bytes_to_target(curve, metric, target)
-            rows.append([c["index"], m, cf["uplink"], cf["downlink"],
-                         "+".join(cf["shared_prefixes"]), _f(r.get(metric)),
-                         _mb(total / max(1, last["round"])), _mb(total),
-                         "-" if hit is None else hit[0], "not reached" if hit is None
-                         else _mb(hit[1])])
-            cells = []
-            for _, amount in refs:
-                got = rounds_to_exceed(curve, amount)
-                cells.append("-" if got is None else f"{got[0]}" if got[1] else f"~{got[0]}")
-            exceed.append([c["index"], m, cf["uplink"], "+".join(cf["shared_prefixes"]),
-                           *cells])
-    out = ["## Accuracy vs bytes", "",
-           f"Bytes are the serialized messages of every round, down + up, cumulative. "
-           f"'to target' = the first round whose {metric} >= {target:g} and the bytes moved "
-           "until then.", ""]
-    out += markdown_table(["#", "method", "uplink", "downlink", "shared", metric,
-                           "MB / round", "MB total", f"round to {target:g}",
-                           f"MB to {target:g}"], rows)
-    from fedvida.training.methods import get_method
-
-    # partial sharing: a cell's list leaves out a part one of its methods trains (parts a method
-    # never trains are at their seeded initial values on every node and the server alike)
-    if any(set(get_method(m).trains) - set(c["config"]["shared_prefixes"])
-           for c in doc["cells"] for m in c["methods"]):
-        out += ["", "Partial sharing: the server evaluates the global model with the parts that "
-                "are not shared at their seeded initial values (they live only on the clients), "
-                f"so its {metric} is not what the clients' own models reach."]
-    if central:
-        raw, feat = central["raw_clips"], central["features"]
-        out += ["", "## Centralised alternatives (one-off upload)", "",
-                f"Measured on the files of plan `{central.get('plan', '')}`.", ""]
-        out += markdown_table(["alternative", "MB", "what was counted"], [
-            ["upload raw clips", _mb(raw["bytes"]),
-             f"{raw['clips']} training clips under {raw['root']}"
-             + (f" ({raw['missing']} missing)" if raw["missing"] else "")],
-            ["upload features", _mb(feat["bytes"]),
-             f"{feat['files']} shard files of {feat['partitions']} client partitions under "
-             f"{feat['cache_dir']}"],
-        ])
-        out += ["", "Round after which the federation has moved more bytes (down + up) than "
-                "each alternative ('~': extrapolated at the run's mean bytes per round).", ""]
-        out += markdown_table(["#", "method", "uplink", "shared",
-                               *(f"> {n.replace('_', ' ')}" for n, _ in refs)], exceed)
-    return out
-
-
 def _oracle_gap_section(doc: dict[str, Any]) -> list[str]:
     """The missing-audio table of every cell (docs/evaluation.md), first in every report.
 
@@ -455,45 +319,6 @@ def _oracle_gap_section(doc: dict[str, Any]) -> list[str]:
             *markdown_table(["#", "group", "values", *HEADER], rows), ""]
 
 
-def _missing_audio_section(doc: dict[str, Any]) -> list[str]:
-    metric = doc["metric"]
-    rows = []
-    for c in doc["cells"]:
-        plan = c["plan"] or {}
-        for m, r in c["methods"].items():
-            rows.append([c["group"] or "-", _values(c),
-                         _f(plan.get("train_withheld_share"), 2),
-                         f"{plan.get('clients_without_audio', '-')}/{plan.get('clients', '-')}",
-                         _f(plan.get("test_withheld_share"), 2), m, _f(r.get(metric)),
-                         _f(r.get("top1_with_audio")), _f(r.get("top1_without_audio"))])
-    out = ["## Accuracy vs audio withheld at training time", "",
-           "train held = share of training clips whose audio the plan withholds (actual, from "
-           "the cell's plan); no-audio clients = clients all of whose clips are withheld; "
-           "test held = share withheld on the server's test split.", ""]
-    out += markdown_table(["group", "values", "train held", "no-audio clients", "test held",
-                           "method", metric, "top1 w/ audio", "top1 w/o audio"], rows)
-    nested = doc.get("nested") or {}
-    if nested:
-        out += ["", "Plans nested (same clips per client; every clip withheld at a lower share "
-                "is withheld at every higher one): " + "; ".join(
-                    f"{g or 'all'}: {'-' if v is None else 'yes' if v else 'NO'}"
-                    for g, v in nested.items())]
-    labels = list(dict.fromkeys(label for c in doc["cells"] for label in c["evaluations"]))
-    if labels:
-        out += ["", "## Accuracy vs audio withheld at test time", "",
-                f"{metric} of each cell's final global model re-evaluated on the test split "
-                "with that share of clips withheld (same model, no retraining).", ""]
-        methods = list(dict.fromkeys(m for c in doc["cells"] for m in c["methods"]))
-        for m in methods:
-            rows = [[c["group"] or "-", _values(c),
-                     *(_f((c["evaluations"].get(label) or {}).get(m, {}).get(metric))
-                       for label in labels)]
-                    for c in doc["cells"] if c["evaluations"] and m in c["methods"]]
-            out += [f"### {m}", ""] + markdown_table(["group", "train values", *labels], rows)
-            out.append("")
-    return out
-
-
 def render(doc: dict[str, Any], plots: dict[str, Path], out_dir: Path) -> str:
     """The report.md text of a summary document."""
     counts = doc["counts"]
@@ -508,13 +333,11 @@ def render(doc: dict[str, Any], plots: dict[str, Path], out_dir: Path) -> str:
               f"Command: `fedvida sweep {doc['file']}"
               + "".join(f" --set {o}" for o in doc["extra_overrides"]) + "`", ""]
     lines += _oracle_gap_section(doc)
-    kind = doc["kind"]
-    if kind == "privacy":
-        lines += _privacy_section(doc) + [""]
-    elif kind == "communication":
-        lines += _communication_section(doc) + [""]
-    elif kind == "missing_audio":
-        lines += _missing_audio_section(doc) + [""]
+    from fedvida.reporting.sweep_kinds import report_kind
+
+    kind = report_kind(doc["kind"])
+    if kind.section is not None:
+        lines += kind.section(doc) + [""]
     for name, path in plots.items():
         lines += [f"![{name}]({path.relative_to(out_dir).as_posix()})", ""]
     lines += ["## Cells", "", "Global model on the test split after the last round; bytes "

@@ -66,10 +66,10 @@ def _context(
     model: FedvidaModel,
     cfg: Config,
     dictionary: SemanticDictionary | None,
-    method: str | None,
+    method: str,
     class_names: Sequence[str] | None,
 ) -> MethodContext:
-    spec = get_method(method or cfg.train.method)
+    spec = get_method(method)
     rows = None
     if spec.filtered and dictionary is not None:
         rows = action_rows(dictionary, model.dims.num_classes, class_names)
@@ -82,15 +82,15 @@ def train_local(
     cfg: Config,
     dictionary: SemanticDictionary | None,
     *,
+    method: str,
     epochs: int,
     seed: int,
     proximal_to: dict[str, torch.Tensor] | None = None,
-    method: str | None = None,
     class_names: Sequence[str] | None = None,
     on_epoch: EpochCallback | None = None,
     val: FeatureSet | None = None,
 ) -> dict[str, float]:
-    """Train `model` in place on `data` with the configured method.
+    """Train `model` in place on `data` with `method`.
 
     Parameters
     ----------
@@ -102,6 +102,8 @@ def train_local(
         Config (train.*, model.*, federation.proximal_mu).
     dictionary
         Semantic dictionary (needed by `svdmap` and `cafmap`).
+    method
+        The method's name (`fedvida.config.METHODS`).
     epochs
         Passes over `data`.
     seed
@@ -109,8 +111,6 @@ def train_local(
     proximal_to
         FedProx reference weights (the global model); adds ``mu/2 ||w - w_g||^2`` with
         ``mu = cfg.federation.proximal_mu``.
-    method
-        Overrides ``cfg.train.method``.
     class_names
         Class names in label order, to find each class in the dictionary (SVDMap).
     on_epoch
@@ -272,7 +272,7 @@ def update_prototypes(model: FedvidaModel, tensors: ClipTensors, device: torch.d
 
 
 def validation_top1(model: FedvidaModel, val: FeatureSet, cfg: Config,
-                    dictionary: SemanticDictionary | None, method: str | None = None,
+                    dictionary: SemanticDictionary | None, method: str,
                     class_names: Sequence[str] | None = None) -> float:
     """Top-1 of the method on validation clips (no SVDMap threshold sweep, no other metric)."""
     p = predict(model, val, cfg, dictionary, method=method, class_names=class_names,
@@ -333,7 +333,7 @@ def predict(
     cfg: Config,
     dictionary: SemanticDictionary | None,
     *,
-    method: str | None = None,
+    method: str,
     class_names: Sequence[str] | None = None,
     oracle: FeatureSet | None = None,
     sweep: bool = True,
@@ -358,7 +358,7 @@ def _predict(
     data: FeatureSet,
     cfg: Config,
     dictionary: SemanticDictionary | None,
-    method: str | None,
+    method: str,
     class_names: Sequence[str] | None,
     oracle: FeatureSet | None = None,
     sweep: bool = True,
@@ -431,7 +431,7 @@ def evaluate(
     cfg: Config,
     dictionary: SemanticDictionary | None,
     *,
-    method: str | None = None,
+    method: str,
     class_names: Sequence[str] | None = None,
     oracle: FeatureSet | None = None,
 ) -> dict[str, float]:

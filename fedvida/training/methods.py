@@ -1,4 +1,4 @@
-"""The five methods: what audio the classifier sees for each clip.
+"""The methods: what audio the classifier sees for each clip.
 
 | method       | clip with real audio | clip without real audio                          |
 |--------------|----------------------|--------------------------------------------------|
@@ -43,7 +43,7 @@ class MethodSpec:
     Attributes
     ----------
     name
-        Config name (`train.method`).
+        Config name (an entry of `train.methods`; `fedvida.config.METHODS`).
     real_audio
         The classifier sees real audio where present.
     generates
@@ -102,7 +102,7 @@ def get_method(name: str) -> MethodSpec:
     """The spec of a method by name; ConfigError naming the choices otherwise."""
     if name not in METHOD_SPECS:
         choices = list(METHOD_SPECS)
-        raise ConfigError(f"train.method: unknown method '{name}'; choose from {choices}")
+        raise ConfigError(f"unknown method '{name}'; choose from {choices}")
     return METHOD_SPECS[name]
 
 

@@ -9,50 +9,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from small_config import make_small_config
 
-from fedvida.config import Config, DemoConfig, load_config
+from fedvida.config import Config, DemoConfig
 
 FED_CLIENTS = 4
 
 
-def fed_sets(tiny_demo: Path, work: Path) -> list[str]:
-    """Config overrides that point every stage at ``work`` and keep the model small."""
-    return [
-        f"data.root={tiny_demo}",
-        f"partition.plan={work / 'plan.json'}",
-        f"extract.cache_dir={work / 'cache'}",
-        f"dictionary.out={work / 'dictionary'}",
-        f"train.runs_dir={work / 'runs'}",
-        f"partition.num_clients={FED_CLIENTS}",
-        "partition.scheme=iid",
-        "partition.min_clips_per_client=2",
-        "train.batch_size=8",
-        "model.hidden=32",
-        "model.visual_dim=32",
-        "federation.rounds=2",
-        "federation.local_epochs=1",
-        "federation.min_train_clients=2",
-        "federation.ray_num_cpus=2",
-    ]
+def fed_config(data_root: Path, work: Path, *overrides: str) -> Config:
+    """The small config (configs/smoke.yaml) on ``data_root`` with `FED_CLIENTS` clients, every
+    file under ``work``."""
+    return make_small_config(work, f"data.root={data_root}",
+                             f"partition.num_clients={FED_CLIENTS}",
+                             "federation.ray_num_cpus=2", *overrides)
 
 
 def _prepare(cfg: Config) -> Config:
-    """Plan, features (every client and the test split) and dictionary of ``cfg``."""
-    from fedvida.data.mit import load_dataset
-    from fedvida.data.partition import make_plan
-    from fedvida.features.extract import Models, extract_partition
-    from fedvida.semantics import build_dictionary, load_sentence_embedder, resolve_actions
+    """Plan, features (every client and the test split) and dictionary of ``cfg``: the stage
+    functions of the main job."""
+    from fedvida import stages
 
-    plan = make_plan(load_dataset(cfg.data), cfg.partition)
-    plan.save(cfg.partition.plan)
-    models = Models(cfg.extract)
-    for part in [*range(plan.num_clients), "test"]:
-        extract_partition(cfg, plan, part, models)
-    models.close()  # the decode worker processes
-    actions, _ = resolve_actions(cfg)
-    build_dictionary(actions, cfg.dictionary.out, embedder=load_sentence_embedder(
-        cfg.dictionary.model), action_template=cfg.dictionary.action_template,
-        audio_template=cfg.dictionary.audio_template, top_k=cfg.dictionary.top_k)
+    stages.plan(cfg)
+    stages.extract(cfg)
+    stages.dictionary(cfg)
     return cfg
 
 
@@ -60,7 +39,7 @@ def _prepare(cfg: Config) -> Config:
 def fed_pipeline(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Config:
     """A config whose plan, feature cache and dictionary exist (treat them as read-only)."""
     work = tmp_path_factory.mktemp("fed-work")
-    return _prepare(load_config(None, fed_sets(tiny_demo, work)))
+    return _prepare(fed_config(tiny_demo, work))
 
 
 # Learnable, still small: 4 classes (two visual pairs that only audio tells apart) x 8 training
@@ -79,6 +58,5 @@ def learnable_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
     work = tmp_path_factory.mktemp("learn-work")
     write_demo_dataset(LEARNABLE_DEMO, work / "demo")
-    return _prepare(load_config(None, [*fed_sets(work / "demo", work),
-                                       "partition.num_clients=2",
-                                       "partition.withhold.clip_rate=0.25"]))
+    return _prepare(fed_config(work / "demo", work, "partition.num_clients=2",
+                               "partition.withhold.clip_rate=0.25"))

@@ -74,7 +74,7 @@ def test_int8_uplink_float16_downlink_under_partial_sharing(
     cfg.name = "compressed"
     cfg.train.runs_dir = tmp_path / "runs"
     cfg.federation.fraction_train = 0.75
-    cfg.federation.methods = ["generated"]  # type: ignore[list-item]
+    cfg.train.methods = ["generated"]
     cfg.federation.shared_prefixes = SHARED
     cfg.communication.uplink = "int8"
     cfg.communication.downlink = "float16"

@@ -62,7 +62,7 @@ def test_three_supernodes_each_extract_their_own_clips_over_tls(
     cfg.name, cfg.train.runs_dir = "nodes", tmp_path / "runs"
     cfg.partition.num_clients, cfg.partition.plan = NODES, server / "plan.json"
     cfg.extract.cache_dir, cfg.dictionary.out = server / "cache", server / "dictionary"
-    cfg.federation.methods = ["gt_audio"]  # type: ignore[list-item]
+    cfg.train.methods = ["gt_audio"]  # type: ignore[list-item]
     cfg.federation.rounds, cfg.federation.client_timeout_s = 1, 240
     config_path = tmp_path / "config.yaml"
     config_path.write_text(cfg.to_yaml())

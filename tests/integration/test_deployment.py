@@ -50,7 +50,7 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
     env = process_env(home)
     cfg = fed_pipeline.model_copy(deep=True)
     cfg.name, cfg.train.runs_dir = "deployed", tmp_path / "runs"
-    cfg.federation.methods = ["gt_audio"]  # type: ignore[list-item]
+    cfg.train.methods = ["gt_audio"]
     cfg.federation.client_timeout_s = 240
     cfg.federation.allow_fewer_nodes = True  # 2 SuperNodes for the plan's 4 clients, on purpose
     config_path = tmp_path / "config.yaml"

@@ -37,7 +37,7 @@ def test_secagg_simulation_is_fedavg_within_the_quantisation_bound(
     # Arrange: all four clients train each round; SecAgg+ with 3 shares, threshold 2
     base = fed_pipeline.model_copy(deep=True)
     base.train.runs_dir = tmp_path / "runs"
-    base.federation.methods = ["gt_audio"]  # type: ignore[list-item]
+    base.train.methods = ["gt_audio"]
     secure, plain = base.model_copy(deep=True), base.model_copy(deep=True)
     secure.name, plain.name, plain.federation.rounds = "secure", "plain", 1
     secure.privacy.secagg.enabled = True

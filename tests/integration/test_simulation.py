@@ -62,9 +62,13 @@ def ray_leftovers() -> list[str]:
     return found
 
 
-def _cfg(base: Config, runs: Path, **fed: Any) -> Config:
+def _cfg(base: Config, runs: Path, methods: list[str] | None = None, **fed: Any) -> Config:
+    """A copy of ``base`` writing runs under ``runs``; ``methods`` -> train.methods, the other
+    keywords are federation fields."""
     cfg = base.model_copy(deep=True)
     cfg.train.runs_dir = runs
+    if methods is not None:
+        cfg.train.methods = methods  # type: ignore[assignment]
     for key, value in fed.items():
         setattr(cfg.federation, key, value)
     return cfg

@@ -1,8 +1,9 @@
 """`fedvida sweep` end to end on the tiny fixture: real Flower runs, resume, report, byte counts.
 
 One short sweep (2 cells x 1 method x 2 rounds, plus the evaluation points) is run through the
-CLI, one cell is "interrupted" by truncating its log, and the rerun must resume only that cell and
-reproduce its numbers. The centralised alternatives are checked against the files on disk.
+CLI, one cell is "interrupted" by truncating its log, and the rerun (through the library calls,
+`fedvida.sweep`) must resume only that cell and reproduce its numbers. The centralised
+alternatives are checked against the files on disk.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from fedvida.features.cache import clip_path, load_features
 from fedvida.features.store import clip_key
 from fedvida.federation.checkpoints import checkpoint_dir, list_checkpoints
 from fedvida.reporting.runlog import RunLog
-from fedvida.reporting.sweep_report import centralised_costs
-from fedvida.sweep import load_sweep
+from fedvida.reporting.sweep_report import centralised_costs, write_sweep_report
+from fedvida.sweep import load_sweep, prepare, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -116,8 +117,12 @@ def test_sweep_runs_cells_resumes_only_the_interrupted_one_and_reports(
     before = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
     full = RunLog(second).rounds("gt_audio")
     RunLog(second).truncate("gt_audio", 1)
-    # Act: rerun the sweep
-    assert main(["sweep", str(sweep_file), "--no-prepare"]) == 0
+    # Act: rerun the sweep through the library calls the command makes
+    sweep = load_sweep(sweep_file)
+    prepare(sweep, run_stages=False)
+    results = run_sweep(sweep, on_change=lambda r: write_sweep_report(sweep, r))
+    write_sweep_report(sweep, results)
+    assert {r.status for r in results.values()} == {"done"}
     # Assert: only the second cell ran, from its checkpoint, and reproduced its numbers
     summary = json.loads((out / "summary.json").read_text())
     assert [c["action"] for c in summary["cells"]] == ["reused", "resumed"]

@@ -1,7 +1,8 @@
 """The centralised job end to end on real demo clips: partition -> extract -> dictionary -> train.
 
 Uses the session's tiny demo dataset (real mp4 files with audio), the real encoders
-(EfficientNet-Lite0, YAMNet), the real sentence model, and the `fedvida` CLI.
+(EfficientNet-Lite0, YAMNet), the real sentence model, the stage functions (`fedvida.stages`) and
+the `fedvida train` command.
 """
 
 from __future__ import annotations
@@ -11,40 +12,36 @@ import json
 from pathlib import Path
 
 import pytest
+from small_config import SMOKE_CONFIG, SmallConfig, work_paths
 
+from fedvida import stages
 from fedvida.cli import main
 from fedvida.config import METHODS
 
 
 @pytest.mark.slow
 def test_train_all_methods_on_real_demo_features(
-    tiny_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_demo: Path, tmp_path: Path, small_config: SmallConfig,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # Arrange: a config pointing every stage at tmp_path, small and quick
-    work = tmp_path / "work"
-    sets = [
-        f"data.root={tiny_demo}",
-        f"partition.plan={work / 'plan.json'}",
-        f"extract.cache_dir={work / 'cache'}",
-        f"dictionary.out={work / 'dictionary'}",
-        f"train.runs_dir={tmp_path / 'runs'}",
-        "partition.num_clients=2",
-        "partition.scheme=iid",
-        "train.epochs=3",
-        "train.batch_size=8",
-        "model.hidden=32",
-        "model.visual_dim=32",
-    ]
-    args = [arg for s in sets for arg in ("--set", s)]
-    for command in (["partition"], ["extract", "--all"], ["dictionary", "build"]):
-        assert main([*command, *args]) == 0, command
+    # Arrange: the small config on the tiny demo, every file under tmp_path/work; the stages
+    # before training as library calls
+    sets = [f"data.root={tiny_demo}", "train.epochs=3"]
+    cfg = small_config(*sets)
+    stages.plan(cfg)
+    stages.extract(cfg)
+    stages.dictionary(cfg)
     capsys.readouterr()
-    # Act
+    # Act: the command (its table is part of what is tested)
+    args = ["--config", str(SMOKE_CONFIG)]
+    for s in [*work_paths(tmp_path / "work"), *sets]:
+        args += ["--set", s]
     assert main(["train", "--all-methods", *args]) == 0
     out = capsys.readouterr().out
     # Assert: every method in the table, a complete run folder
     assert all(m in out for m in METHODS)
-    (folder,) = (tmp_path / "runs").iterdir()
+    runs = tmp_path / "work" / "runs"
+    (folder,) = runs.iterdir()
     metrics = json.loads((folder / "metrics.json").read_text())
     assert list(metrics["methods"]) == [*METHODS, "linear_probe"]  # the probe beside them
     n_test = metrics["methods"]["video_only"]["test"]["num-examples"]
@@ -66,7 +63,6 @@ def test_train_all_methods_on_real_demo_features(
         assert (folder / name).stat().st_size > 0, name
     assert len(list(folder.glob("model-*.safetensors"))) == len(METHODS)
     # Same seed, same numbers: a second run of one method reproduces its metrics
-    assert main(["train", "--method", "svdmap", *args]) == 0
-    second = max((tmp_path / "runs").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    second = stages.train(cfg, ["svdmap"]).folder
     again = json.loads((second / "metrics.json").read_text())["methods"]["svdmap"]["test"]
     assert again == metrics["methods"]["svdmap"]["test"]

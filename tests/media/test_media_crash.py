@@ -17,7 +17,7 @@ from fedvida.data.mit import ClipRef, DatasetIndex
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import ProblemLog
 from fedvida.features.cache import open_stores
-from fedvida.features.extract import Models, extract_partition
+from fedvida.features.extract import FrozenEncoders, extract_partition
 
 
 def test_pool_survives_a_real_abort_and_keeps_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,7 +71,7 @@ def test_extraction_records_a_crashed_clip_and_keeps_the_rest(
     cfg = load_config(None, [f"extract.cache_dir={tmp_path}", "extract.image_size=64",
                              "extract.flow_size=32", "extract.batch_clips=1",
                              "extract.torch_threads=1", "extract.workers=2"])
-    models = Models(cfg.extract)
+    models = FrozenEncoders(cfg.extract)
     problems = ProblemLog()
     stats = extract_partition(cfg, plan, 0, models, problems=problems)
     models.close()

@@ -12,21 +12,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-import pytest
 import torch
 from flwr.app import Context, Message, RecordDict
 
 from fedvida.federation import records as R
-from fedvida.federation.flower_compat import set_message_id, set_task_identity
+from fedvida.federation.flower_compat import set_message_id
 from fedvida.federation.node import client_seed
 
 Handler = Callable[[Message, Context], Message]
-
-
-@pytest.fixture(autouse=True)
-def task_identity() -> None:
-    # what a ServerApp process has; needed to build Messages outside Flower
-    set_task_identity(run_id=7, node_id=0, task_id=1)
 
 
 class LocalGrid:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fed_helpers import LocalGrid, task_identity  # noqa: F401
+from fed_helpers import LocalGrid
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp.mod import fixedclipping_mod
 
@@ -294,11 +294,11 @@ def test_node_state_files_give_a_resume_the_state_before_its_round(tmp_path: Pat
     from fedvida.federation import nodestate
 
     cfg = Config()
-    cfg.name, cfg.train.runs_dir, cfg.train.method = "run", tmp_path / "runs", "generated"
+    cfg.name, cfg.train.runs_dir = "run", tmp_path / "runs"
     cfg.federation.keep_checkpoints = 3  # + 1: the newest 4 rounds stay
     cfg.federation.rounds = 8
     for rnd in (1, 3, 4, 6, 7):  # the rounds this node was sampled in
-        nodestate.save_state(cfg, {}, 5, nodestate.RESIDUAL, rnd,
+        nodestate.save_state(cfg, {}, 5, "generated", nodestate.RESIDUAL, rnd,
                              {"w": np.full(3, rnd, np.float32)})
     folder = tmp_path / "runs" / "run" / "node-state" / "partition-5" / "generated" / "residual"
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -306,7 +306,7 @@ def test_node_state_files_give_a_resume_the_state_before_its_round(tmp_path: Pat
         "round_0007.safetensors"]
 
     def before(rnd: int) -> float | None:
-        got = nodestate.load_state(cfg, {}, 5, nodestate.RESIDUAL, rnd)
+        got = nodestate.load_state(cfg, {}, 5, "generated", nodestate.RESIDUAL, rnd)
         return None if got is None else float(got["w"][0])
 
     # a resume at round r uses the newest state of a round < r (later files are rounds it redoes)
@@ -314,10 +314,10 @@ def test_node_state_files_give_a_resume_the_state_before_its_round(tmp_path: Pat
     assert before(3) is None  # pruned: older than the rounds a kept checkpoint can resume from
     (folder / "round_0007.safetensors").write_bytes(b"torn")
     assert before(8) == 6.0  # a damaged file is skipped
-    other = cfg.model_copy(deep=True)
-    other.train.method = "gt_audio"  # per method: another method starts from nothing
-    assert nodestate.load_state(other, {}, 5, nodestate.RESIDUAL, 8) is None
-    nodestate.save_state(cfg, {}, 5, nodestate.RESIDUAL, 8, {"w": np.full(3, 8, np.float32)})
+    # per method: another method starts from nothing
+    assert nodestate.load_state(cfg, {}, 5, "gt_audio", nodestate.RESIDUAL, 8) is None
+    nodestate.save_state(cfg, {}, 5, "generated", nodestate.RESIDUAL, 8,
+                         {"w": np.full(3, 8, np.float32)})
     assert sorted(p.name for p in folder.iterdir()) == [  # after the last round: it and the
         "round_0007.safetensors", "round_0008.safetensors"]  # one a redo of it would need
     deployed = nodestate.state_dir(cfg, {"data-dir": str(tmp_path / "node")}, 5)
@@ -326,6 +326,7 @@ def test_node_state_files_give_a_resume_the_state_before_its_round(tmp_path: Pat
     off = cfg.model_copy(deep=True)
     off.federation.node_state = False
     off.name = "memory-only"
-    assert nodestate.save_state(off, {}, 5, nodestate.RESIDUAL, 1, {"w": np.zeros(3)}) is None
+    assert nodestate.save_state(off, {}, 5, "generated", nodestate.RESIDUAL, 1,
+                                {"w": np.zeros(3)}) is None
     assert not (tmp_path / "runs" / "memory-only").exists()
-    assert nodestate.load_state(off, {}, 5, nodestate.RESIDUAL, 8) is None
+    assert nodestate.load_state(off, {}, 5, "generated", nodestate.RESIDUAL, 8) is None

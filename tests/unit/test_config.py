@@ -36,7 +36,11 @@ def test_overrides_parse_yaml_values() -> None:
     ("override", "field"),
     [
         ("partition.alpha=-1", "partition.alpha"),
-        ("train.method=magic", "train.method"),
+        ("train.methods=[magic]", "train.methods"),
+        ("train.method=gt_audio", "train.method' was removed; use train.methods"),
+        ("federation.methods=[gt_audio]", "federation.methods' was removed; use train.methods"),
+        ("train.methods=[]", "train.methods"),
+        ("train.methods=[gt_audio, gt_audio]", "'gt_audio' is listed twice"),
         ("partition.withhold.clip_rate=1.5", "partition.withhold.clip_rate"),
         ("train.nonsense=1", "train.nonsense"),
         ("data.classes.mode=list", "data.classes"),
@@ -76,3 +80,43 @@ def test_section_hash_tracks_only_named_sections() -> None:
     c = load_config(None, ["extract.fps=5"])
     assert a.section_hash("extract") == b.section_hash("extract")
     assert a.section_hash("extract") != c.section_hash("extract")
+
+
+def test_every_list_of_method_names_is_the_config_literal() -> None:
+    # Arrange: the one list (the Literal of fedvida.config) and every place that lists methods
+    import argparse
+    from typing import get_args
+
+    from fedvida.cli import build_parser
+    from fedvida.config import METHODS, Method, TrainConfig
+    from fedvida.sweep import GroupSpec, SweepSpec
+    from fedvida.training.methods import METHOD_SPECS
+
+    parser = build_parser()
+
+    def method_choices(*command: str) -> list[str]:
+        p = parser
+        for name in command:
+            sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+            p = sub.choices[name]
+        (action,) = [a for a in p._actions if "--method" in a.option_strings]
+        return list(action.choices)
+
+    # Act / Assert
+    assert get_args(Method) == METHODS
+    assert list(METHOD_SPECS) == list(METHODS)
+    assert all(spec.name == name for name, spec in METHOD_SPECS.items())
+    for command in (["run"], ["simulate"], ["train"]):
+        assert method_choices(*command) == list(METHODS), command
+    for field in (TrainConfig.model_fields["methods"], SweepSpec.model_fields["methods"],
+                  GroupSpec.model_fields["methods"]):
+        assert literal_values(field.annotation) == set(METHODS), field
+
+
+def literal_values(tp: object) -> set[object]:
+    """Every value of the Literal types inside ``tp`` (e.g. ``list[Method] | None``)."""
+    from typing import Literal, get_args, get_origin
+
+    if get_origin(tp) is Literal:
+        return set(get_args(tp))
+    return set().union(*(literal_values(a) for a in get_args(tp)))

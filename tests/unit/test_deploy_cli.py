@@ -113,7 +113,7 @@ def test_simulate_prints_the_flwr_run_command_of_the_same_simulation(
     cfg = server_config(run_config)
     assert run_config["config-path"] == "configs/smoke.yaml"
     assert split_overrides(str(run_config["overrides"]))[0] == "federation.rounds=2"
-    assert cfg.name == "twin" and cfg.federation.methods == ["gt_audio"]
+    assert cfg.name == "twin" and cfg.train.methods == ["gt_audio"]
     assert cfg.federation.rounds == 2
     # --resume: one line saying what to do instead
     assert main(["simulate", "--resume", "runs/twin", "--print-flwr-run"]) == 2

@@ -13,7 +13,8 @@ import pytest
 import torch
 from device_guard import DeviceGuard, DeviceMixError
 from media_helpers import write_tiny_hf_models
-from test_training import CLASSES, dims, small_cfg, synthetic
+from small_config import SmallConfig
+from test_training import CLASSES, SMALL, dims, synthetic
 
 from fedvida.config import METHODS, load_config
 from fedvida.features.captions import create_captioner
@@ -50,16 +51,17 @@ def test_the_guard_catches_a_host_tensor_joined_with_the_model() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_keeps_its_tensors_on_the_model_device(
-    method: str, guard_dictionary: SemanticDictionary
+    method: str, guard_dictionary: SemanticDictionary, small_config: SmallConfig
 ) -> None:
     # Arrange
     train, test = synthetic(32, 0, guard_dictionary), synthetic(16, 1, guard_dictionary)
-    cfg = small_cfg(f"train.method={method}")
+    cfg = small_config(*SMALL)
     model = build_model(cfg, dims(train))
     # Act / Assert: no DeviceMixError while training and evaluating
     with DeviceGuard() as guard:
-        train_local(model, train, cfg, guard_dictionary, epochs=1, seed=0, class_names=CLASSES)
-        evaluate(model, test, cfg, guard_dictionary, class_names=CLASSES)
+        train_local(model, train, cfg, guard_dictionary, method=method, epochs=1, seed=0,
+                    class_names=CLASSES)
+        evaluate(model, test, cfg, guard_dictionary, method=method, class_names=CLASSES)
     assert guard.ops > 100
 
 

@@ -14,9 +14,13 @@ from fedvida.errors import ConfigError
 from fedvida.features.captions import BlipClipCaptioner, PseudoCaptioner, pseudo_caption
 from fedvida.features.effnet import EffNetLite0
 from fedvida.features.encoders import (
+    AUDIO_ENCODERS,
+    FRAME_ENCODERS,
     create_audio_encoder,
     create_frame_encoder,
+    create_tagger,
     encoder_names,
+    model_identities,
     softmax,
 )
 from fedvida.features.hf import HfAst
@@ -78,6 +82,38 @@ def test_every_audio_encoder(hf_dirs: dict[str, Path], name: str) -> None:
 def test_registries_hold_the_documented_encoders() -> None:
     assert {"effnet-lite0", "hf-vit"} <= set(FRAME_NAMES)
     assert {"yamnet", "hf-ast"} <= set(AUDIO_NAMES)
+
+
+def test_each_registry_entry_decides_its_identity(hf_dirs: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    # Arrange: every frame encoder with every audio encoder as encoder and as tagger
+    for frame in FRAME_NAMES:
+        for audio in AUDIO_NAMES:
+            cfg = _cfg(hf_dirs, frame_encoder=frame, audio_encoder=audio, tagger=audio)
+            # Act
+            ids = model_identities(cfg)
+            # Assert: "<name>:<identity of its entry>", the tagger the configured one
+            assert ids["frame"] == f"{frame}:{FRAME_ENCODERS[frame].identity(cfg)}"
+            assert ids["audio"] == f"{audio}:{AUDIO_ENCODERS[audio].identity(cfg)}"
+            assert ids["tagger"] == ids["audio"]
+    # a model folder with other files is another identity (its features are recomputed)
+    cfg = _cfg(hf_dirs, audio_encoder="hf-ast")
+    before = model_identities(cfg)["audio"]
+    (hf_dirs["ast"] / "extra.txt").write_text("changed")
+    try:
+        assert model_identities(cfg)["audio"] != before
+    finally:
+        (hf_dirs["ast"] / "extra.txt").unlink()
+    assert model_identities(cfg)["audio"] == before
+
+
+def test_the_tagger_is_the_configured_audioset_tagger(hf_dirs: dict[str, Path]) -> None:
+    assert create_tagger(_cfg(hf_dirs, tagger="yamnet")).tags_audioset
+    # the tiny AST's head has 3 classes, not AudioSet's: it cannot tag
+    with pytest.raises(ConfigError, match=r"extract\.tagger: 'hf-ast' does not score AudioSet"):
+        create_tagger(_cfg(hf_dirs, tagger="hf-ast"))
+    with pytest.raises(ConfigError, match=r"extract\.tagger: unknown 'nope'"):
+        create_tagger(_cfg(hf_dirs, tagger="nope"))
 
 
 def test_effnet_names_a_real_photo(effnet: EffNetLite0) -> None:

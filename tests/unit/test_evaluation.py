@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from small_config import SmallConfig
 
-from fedvida.config import load_config
 from fedvida.features.cache import FeatureSet
 from fedvida.federation.flower_compat import aggregate_arrayrecords
 from fedvida.models.classifier import ABSENT, GENERATED, REAL, ActionClassifier
@@ -44,9 +44,8 @@ def clips(n: int, seed: int, withheld: int = 0, video_signal: float = 0.0) -> Fe
         captions=[""] * n)
 
 
-def small_cfg(*overrides: str):  # noqa: ANN201
-    return load_config(None, ["model.hidden=16", "model.visual_dim=16", "model.tagger_hidden=16",
-                              "model.audio_dim=8", "train.batch_size=8", *overrides])
+# on top of configs/smoke.yaml (the `small_config` fixture): a smaller model still
+SMALLER = ("model.hidden=16", "model.visual_dim=16", "model.tagger_hidden=16", "model.audio_dim=8")
 
 
 def test_missing_metrics_and_gap_closed_on_a_hand_computed_case() -> None:
@@ -80,15 +79,15 @@ def test_missing_metrics_and_gap_closed_on_a_hand_computed_case() -> None:
     assert np.isnan(gap_closed(0.5, 0.4, 0.4))  # no gap: undefined, not a division by zero
 
 
-def test_predict_gives_the_oracle_view_only_to_the_reference(tmp_path) -> None:  # noqa: ANN001
+def test_predict_gives_the_oracle_view_only_to_the_reference(small_config: SmallConfig) -> None:
     # Arrange: the same clips with and without their withheld audio
-    cfg = small_cfg("train.method=gt_audio")
+    cfg = small_config(*SMALLER)
     held = clips(12, 0, withheld=6)
     oracle = clips(12, 0, withheld=0)
     model = build_model(cfg, FeatureDims.from_features(held, C))
     # Act
-    p = predict(model, held, cfg, None, oracle=oracle)
-    q = predict(model, held, cfg, None)
+    p = predict(model, held, cfg, None, method="gt_audio", oracle=oracle)
+    q = predict(model, held, cfg, None, method="gt_audio")
     # Assert: the method's own logits do not depend on the oracle; the oracle logits do
     assert np.array_equal(p.logits, q.logits)
     assert p.missing is not None and p.missing.sum() == 6
@@ -97,9 +96,11 @@ def test_predict_gives_the_oracle_view_only_to_the_reference(tmp_path) -> None: 
 
 
 @pytest.mark.parametrize("method", ["video_only", "gt_audio", "generated", "prototype"])
-def test_the_classifier_is_told_the_source_of_its_audio(method: str) -> None:
+def test_the_classifier_is_told_the_source_of_its_audio(
+    method: str, small_config: SmallConfig
+) -> None:
     # Arrange: clips 0-3 lack real audio
-    cfg = small_cfg(f"train.method={method}")
+    cfg = small_config(*SMALLER)
     fs = clips(8, 0, withheld=4)
     model = build_model(cfg, FeatureDims.from_features(fs, C))
     batch = prepare(fs, cfg, None, with_condition=False)
@@ -188,16 +189,16 @@ def test_validation_split_is_seeded_disjoint_and_never_holds_test_clips() -> Non
     assert len(split_validation(clips(1, 0), 0.5, 0, 0)[1].relpaths) == 0
 
 
-def test_early_stopping_keeps_the_best_validation_epoch() -> None:
-    cfg = small_cfg("train.method=video_only")
+def test_early_stopping_keeps_the_best_validation_epoch(small_config: SmallConfig) -> None:
+    cfg = small_config(*SMALLER)
     fs, val = clips(24, 0, video_signal=1.0), clips(12, 1, video_signal=1.0)
     model = build_model(cfg, FeatureDims.from_features(fs, C))
     seen: list[float] = []
-    out = train_local(model, fs, cfg, None, epochs=4, seed=0, val=val,
+    out = train_local(model, fs, cfg, None, method="video_only", epochs=4, seed=0, val=val,
                       on_epoch=lambda e, m: seen.append(m["val_top1"]))
     assert out["val_top1"] == max(seen)
     assert out["best_epoch"] == 1 + seen.index(max(seen))
-    final = predict(model, val, cfg, None)
+    final = predict(model, val, cfg, None, method="video_only")
     assert (final.logits.argmax(1) == final.labels).mean() == pytest.approx(max(seen))
 
 

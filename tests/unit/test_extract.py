@@ -21,7 +21,7 @@ from fedvida.config import Config, load_config
 from fedvida.data.partition import Plan, PlannedClip
 from fedvida.errors import FedvidaError, ProblemLog
 from fedvida.features.cache import ensure_pack, load_features, open_stores
-from fedvida.features.extract import Models, extract_partition
+from fedvida.features.extract import FrozenEncoders, extract_partition
 
 pytestmark = pytest.mark.slow
 N_CLIPS = 11
@@ -70,12 +70,12 @@ def _cfg(cache: Path, *overrides: str) -> Config:
 
 
 @pytest.fixture(scope="module")
-def models() -> Models:
-    return Models(_cfg(Path("unused")).extract)
+def models() -> FrozenEncoders:
+    return FrozenEncoders(_cfg(Path("unused")).extract)
 
 
 @pytest.fixture(scope="module")
-def extracted(dataset: Path, models: Models, tmp_path_factory: pytest.TempPathFactory
+def extracted(dataset: Path, models: FrozenEncoders, tmp_path_factory: pytest.TempPathFactory
               ) -> tuple[Config, Plan, object, ProblemLog]:
     cfg = _cfg(tmp_path_factory.mktemp("cache"))
     plan = _plan(dataset)
@@ -145,13 +145,15 @@ def test_withholding_sweep_reuses_the_pack(extracted: tuple) -> None:
 
 def test_rerun_is_a_cached_no_op(extracted: tuple) -> None:
     cfg, plan, _, _ = extracted
-    fresh = Models(cfg.extract)
+    fresh = FrozenEncoders(cfg.extract)
     stats = extract_partition(cfg, plan, 0, fresh)
     assert (stats.cached, stats.video_computed, stats.audio_computed) == (N_CLIPS, 0, 0)
     assert fresh.load_seconds == 0.0  # no encoder was even loaded
 
 
-def test_config_change_invalidates_exactly_its_group(extracted: tuple, models: Models) -> None:
+def test_config_change_invalidates_exactly_its_group(
+    extracted: tuple, models: FrozenEncoders
+) -> None:
     cfg, plan, _, _ = extracted
     cache = cfg.extract.cache_dir
     fps = extract_partition(_cfg(cache, "extract.fps=5"), plan, 0, models)
@@ -173,7 +175,7 @@ def test_unextracted_partition_is_a_clear_error(dataset: Path, tmp_path: Path) -
 
 
 def test_sigkill_mid_run_then_resume_recomputes_nothing(
-    extracted: tuple, models: Models, tmp_path: Path
+    extracted: tuple, models: FrozenEncoders, tmp_path: Path
 ) -> None:
     ref_cfg, plan, _, _ = extracted
     cfg = _cfg(tmp_path / "cache", "extract.batch_clips=1")
@@ -222,7 +224,7 @@ def test_hf_encoders_and_blip_through_the_pipeline(dataset: Path, tmp_path: Path
     plan.clients[0] = [c for c in plan.clients[0] if c.relpath in
                        ("t/b/stereo44k.mp4", "t/b/nostream.mp4", "t/b/short.mp4")]
     # Act
-    stats = extract_partition(cfg, plan, 0, Models(cfg.extract))
+    stats = extract_partition(cfg, plan, 0, FrozenEncoders(cfg.extract))
     fs = load_features(cfg, plan, 0)
     # Assert
     assert stats.failed["too_short"] == 1 and len(fs) == 2
@@ -251,7 +253,9 @@ def _per_clip(fs: object) -> dict[str, tuple]:
             for i, rel in enumerate(fs.relpaths)}
 
 
-def test_repartitioning_reextracts_nothing(dataset: Path, models: Models, tmp_path: Path) -> None:
+def test_repartitioning_reextracts_nothing(
+    dataset: Path, models: FrozenEncoders, tmp_path: Path
+) -> None:
     # Arrange: a 2-client plan extracted into one store; client 0's pack survives client 1
     cfg = _cfg(tmp_path / "cache")
     c = REPLAN
@@ -272,7 +276,7 @@ def test_repartitioning_reextracts_nothing(dataset: Path, models: Models, tmp_pa
         _split(dataset, [c[::2], c[1::2]], withheld=frozenset(c[:2]), seed=7),  # seed, withheld
         _split(dataset, [[x] for x in reversed(c)], seed=3),  # one clip per client
     ]
-    fresh = Models(cfg.extract)
+    fresh = FrozenEncoders(cfg.extract)
     for plan in replans:
         for p in [*range(plan.num_clients), "test"]:
             # Act
@@ -300,7 +304,7 @@ def test_repartitioning_reextracts_nothing(dataset: Path, models: Models, tmp_pa
 
 
 def test_node_extracts_only_its_clients_clips_into_its_own_store(
-    dataset: Path, models: Models, tmp_path: Path
+    dataset: Path, models: FrozenEncoders, tmp_path: Path
 ) -> None:
     # Arrange: a node's data-dir (plan.json + cache/), as `--node-config data-dir=...` names it
     from fedvida.federation.run_config import localize
@@ -332,7 +336,7 @@ def test_cache_from_before_the_shared_store_is_moved_not_recomputed(
     cfg = _cfg(tmp_path / "cache")
     shutil.copytree(Path(ref_cfg.extract.cache_dir) / "store", tmp_path / "cache" / "0")
     # Act
-    fresh = Models(cfg.extract)
+    fresh = FrozenEncoders(cfg.extract)
     stats = extract_partition(cfg, plan, 0, fresh)
     # Assert
     assert stats.computed == 0 and stats.cached == N_CLIPS and fresh.load_seconds == 0.0
@@ -344,7 +348,7 @@ def test_cache_from_before_the_shared_store_is_moved_not_recomputed(
 
 
 def test_two_processes_extract_two_partitions_into_one_store(
-    dataset: Path, models: Models, tmp_path: Path
+    dataset: Path, models: FrozenEncoders, tmp_path: Path
 ) -> None:
     # Arrange: two `fedvida extract` processes, one per client, one cache
     cfg = _cfg(tmp_path / "cache", "extract.workers=0", "extract.batch_clips=1")

@@ -200,6 +200,7 @@ def test_missing_root_or_csv_is_one_line_error(tmp_path: Path,
         load_dataset(DataConfig(root=root))
 
 
+@pytest.mark.slow  # probes every clip with PyAV in worker processes
 def test_inspect_reports_corrupt_and_empty_files(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "mit"
@@ -230,6 +231,7 @@ def test_inspect_reports_corrupt_and_empty_files(tmp_path: Path,
     assert len((tmp_path / "problems.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow  # probes every clip with PyAV in worker processes
 def test_inspect_and_partition_on_demo(tiny_demo: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     index = load_dataset(DataConfig(root=tiny_demo))

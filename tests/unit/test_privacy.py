@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from fed_helpers import LocalGrid, _initial, stand_in_client, task_identity  # noqa: F401
+from fed_helpers import LocalGrid, _initial, stand_in_client
 from flwr.app import ConfigRecord, Context, Message
 
 from fedvida.config import Config, load_config

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fed_helpers import LocalGrid, _initial, task_identity  # noqa: F401
+from fed_helpers import LocalGrid, _initial
 from flwr.app import Context, Message
 
 from fedvida.federation import records as R

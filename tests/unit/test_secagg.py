@@ -13,13 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fed_helpers import (  # noqa: F401
-    Handler,
-    LocalGrid,
-    _initial,
-    stand_in_client,
-    task_identity,
-)
+from fed_helpers import Handler, LocalGrid, _initial, stand_in_client
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 

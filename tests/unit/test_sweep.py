@@ -72,12 +72,12 @@ def test_grid_groups_and_cells_expand_in_order_with_shared_runs(tmp_path: Path) 
     ]
     assert [c.group for c in cells[4:]] == ["per client", "per client", "ref"]
     for c in cells[:6]:
-        assert c.config.federation.methods == ["generated"]
+        assert c.config.train.methods == ["generated"]
         assert c.config.federation.rounds == 2 and c.config.federation.local_epochs == 1
     assert cells[2].config.partition.withhold.clip_rate == 0.5
     assert cells[1].config.federation.shared_prefixes == ["generator", "classifier"]
     assert cells[5].config.partition.withhold.no_audio_client_share == 0.5
-    assert cells[6].config.federation.methods == ["video_only"]
+    assert cells[6].config.train.methods == ["video_only"]
     assert cells[6].config.train.epochs == 3
     assert sweep.methods == ["generated", "video_only"] and sweep.rounds == [2]
     # the per-client cell with share 0 resolves to grid cell 1's config: one run for both
@@ -127,6 +127,9 @@ def test_extra_overrides_change_every_cell_and_its_run(tmp_path: Path) -> None:
     ({"evaluate": {"partition.withhold.test_rate": [2.0]}},
      r"cell 1 \(base\), evaluate partition\.withhold\.test_rate=2: .*test_rate: Input "),
     ({"base": "configs/nope.yaml"}, r"base config not found: configs/nope\.yaml"),
+    ({"report": {"kind": "nope"}}, r"report\.kind: Value error, unknown report kind 'nope' "
+                                   r"\(known: generic, privacy, communication, missing_audio\)"),
+    ({"set": {"train.methods": ["gt_audio"]}}, r"'train\.methods' cannot be set in a sweep"),
 ])
 def test_a_bad_cell_or_file_is_one_line_naming_file_and_cell(
     tmp_path: Path, doc: dict[str, Any], message: str

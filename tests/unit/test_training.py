@@ -1,4 +1,4 @@
-"""The five methods, trained and evaluated on small synthetic FeatureSets.
+"""The methods, trained and evaluated on small synthetic FeatureSets.
 
 The synthetic clips have realistic shapes (T=18, D=1280, Da=1024, 527 tags). Unless a test says
 otherwise, the video is pure noise and the audio carries the label, so a method can beat chance
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from small_config import SmallConfig
 
 from fedvida.config import METHODS, Config, load_config
 from fedvida.features.cache import FeatureSet
@@ -28,6 +29,7 @@ CLASSES = ["barking", "clapping", "drumming", "raining"]
 CAPTIONS = ["a dog barking in a yard", "people clapping hands", "a man playing drums",
             "rain falling on a window"]
 T, D, DA, K = 18, 1280, 1024, 527
+pytestmark = pytest.mark.slow  # the dictionary fixture loads the real sentence model
 
 
 def synthetic(
@@ -83,9 +85,8 @@ def test_fs(dictionary: SemanticDictionary) -> FeatureSet:
     return synthetic(48, 1, dictionary)
 
 
-def small_cfg(*overrides: str) -> Config:
-    return load_config(None, ["model.hidden=32", "model.visual_dim=32", "model.tagger_hidden=32",
-                              "train.batch_size=16", "train.svdmap_threshold=0.5", *overrides])
+# on top of configs/smoke.yaml (the `small_config` fixture)
+SMALL = ("model.tagger_hidden=32", "train.batch_size=16", "train.svdmap_threshold=0.5")
 
 
 def dims(fs: FeatureSet) -> FeatureDims:
@@ -94,14 +95,16 @@ def dims(fs: FeatureSet) -> FeatureDims:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_without_nan(
-    method: str, train_fs: FeatureSet, test_fs: FeatureSet, dictionary: SemanticDictionary
+    method: str, train_fs: FeatureSet, test_fs: FeatureSet, dictionary: SemanticDictionary,
+    small_config: SmallConfig,
 ) -> None:
     # Arrange
-    cfg = small_cfg(f"train.method={method}")
+    cfg = small_config(*SMALL)
     model = build_model(cfg, dims(train_fs))
     # Act
-    out = train_local(model, train_fs, cfg, dictionary, epochs=1, seed=0, class_names=CLASSES)
-    metrics = evaluate(model, test_fs, cfg, dictionary, class_names=CLASSES)
+    out = train_local(model, train_fs, cfg, dictionary, method=method, epochs=1, seed=0,
+                      class_names=CLASSES)
+    metrics = evaluate(model, test_fs, cfg, dictionary, method=method, class_names=CLASSES)
     # Assert
     assert out["num-examples"] == len(train_fs.labels)
     assert all(np.isfinite(v) for v in out.values())
@@ -117,9 +120,9 @@ def test_every_method_trains_without_nan(
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_forward_backward_shapes(
-    method: str, train_fs: FeatureSet, dictionary: SemanticDictionary
+    method: str, train_fs: FeatureSet, dictionary: SemanticDictionary, small_config: SmallConfig
 ) -> None:
-    cfg = small_cfg()
+    cfg = small_config(*SMALL)
     model = build_model(cfg, dims(train_fs))
     spec = METHOD_SPECS[method]
     rows = dictionary.indices(CLASSES)
@@ -143,10 +146,10 @@ def test_every_method_forward_backward_shapes(
 
 
 def test_gt_audio_beats_chance_when_audio_carries_the_label(
-    train_fs: FeatureSet, test_fs: FeatureSet, dictionary: SemanticDictionary
+    train_fs: FeatureSet, test_fs: FeatureSet, small_config: SmallConfig
 ) -> None:
     # Arrange
-    cfg = small_cfg()
+    cfg = small_config(*SMALL)
     results = {}
     # Act
     for method in ("video_only", "gt_audio"):
@@ -160,10 +163,10 @@ def test_gt_audio_beats_chance_when_audio_carries_the_label(
 
 
 def test_generated_audio_recovers_the_label_when_video_predicts_audio(
-    dictionary: SemanticDictionary,
+    dictionary: SemanticDictionary, small_config: SmallConfig
 ) -> None:
     # Arrange: the video weakly carries the label, so the generator can learn audio from it
-    cfg = small_cfg()
+    cfg = small_config(*SMALL)
     tr = synthetic(96, 2, dictionary, video_signal=0.2)
     te = synthetic(48, 3, dictionary, video_signal=0.2)
     model = build_model(cfg, dims(tr))
@@ -176,13 +179,15 @@ def test_generated_audio_recovers_the_label_when_video_predicts_audio(
     assert metrics["top1_without_audio"] > 0.5
 
 
-def test_same_seed_same_numbers(train_fs: FeatureSet, dictionary: SemanticDictionary) -> None:
-    cfg = small_cfg("train.method=svdmap")
+def test_same_seed_same_numbers(
+    train_fs: FeatureSet, dictionary: SemanticDictionary, small_config: SmallConfig
+) -> None:
+    cfg = small_config(*SMALL)
     runs = []
     for seed in (0, 0, 1):
         model = build_model(cfg, dims(train_fs))
-        out = train_local(model, train_fs, cfg, dictionary, epochs=2, seed=seed,
-                          class_names=CLASSES)
+        out = train_local(model, train_fs, cfg, dictionary, method="svdmap", epochs=2,
+                          seed=seed, class_names=CLASSES)
         runs.append((out, select_state(model, ["generator", "classifier"])))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(v, runs[1][1][k]) for k, v in runs[0][1].items())
@@ -190,16 +195,18 @@ def test_same_seed_same_numbers(train_fs: FeatureSet, dictionary: SemanticDictio
 
 
 def test_svdmap_never_reads_the_test_labels(
-    train_fs: FeatureSet, test_fs: FeatureSet, dictionary: SemanticDictionary
+    train_fs: FeatureSet, test_fs: FeatureSet, dictionary: SemanticDictionary,
+    small_config: SmallConfig,
 ) -> None:
     # Arrange: a trained SVDMap model; the test set with its labels permuted
-    cfg = small_cfg("train.method=svdmap", "train.svdmap_threshold=0.3")
+    cfg = small_config(*SMALL, "train.svdmap_threshold=0.3")
     model = build_model(cfg, dims(train_fs))
-    train_local(model, train_fs, cfg, dictionary, epochs=4, seed=0, class_names=CLASSES)
+    train_local(model, train_fs, cfg, dictionary, method="svdmap", epochs=4, seed=0,
+                class_names=CLASSES)
     shuffled = replace(test_fs, labels=np.random.default_rng(5).permutation(test_fs.labels))
     # Act
-    a = predict(model, test_fs, cfg, dictionary, class_names=CLASSES)
-    b = predict(model, shuffled, cfg, dictionary, class_names=CLASSES)
+    a = predict(model, test_fs, cfg, dictionary, method="svdmap", class_names=CLASSES)
+    b = predict(model, shuffled, cfg, dictionary, method="svdmap", class_names=CLASSES)
     # Assert: predictions, retention mask and agreement do not change
     assert a.agreement is not None and b.agreement is not None
     np.testing.assert_array_equal(a.logits, b.logits)
@@ -211,19 +218,23 @@ def test_svdmap_never_reads_the_test_labels(
 
 
 def test_svdmap_threshold_controls_retention(
-    train_fs: FeatureSet, test_fs: FeatureSet, dictionary: SemanticDictionary
+    train_fs: FeatureSet, test_fs: FeatureSet, dictionary: SemanticDictionary,
+    small_config: SmallConfig,
 ) -> None:
-    cfg = small_cfg("train.method=svdmap", "train.svdmap_sweep=[-1.0, 0.5, 1.0]")
+    cfg = small_config(*SMALL, "train.svdmap_sweep=[-1.0, 0.5, 1.0]")
     model = build_model(cfg, dims(train_fs))
-    train_local(model, train_fs, cfg, dictionary, epochs=4, seed=0, class_names=CLASSES)
-    m = evaluate(model, test_fs, cfg, dictionary, class_names=CLASSES)
+    train_local(model, train_fs, cfg, dictionary, method="svdmap", epochs=4, seed=0,
+                class_names=CLASSES)
+    m = evaluate(model, test_fs, cfg, dictionary, method="svdmap", class_names=CLASSES)
     assert m["svdmap_retention@-1"] == 1.0
     assert m["svdmap_retention@-1"] >= m["svdmap_retention@0.5"] >= m["svdmap_retention@1"]
 
 
 @pytest.mark.parametrize("mode", ["mixed", "real", "generated"])
-def test_classifier_audio_modes(mode: str, train_fs: FeatureSet) -> None:
-    cfg = small_cfg(f"train.classifier_audio={mode}")
+def test_classifier_audio_modes(
+    mode: str, train_fs: FeatureSet, small_config: SmallConfig
+) -> None:
+    cfg = small_config(*SMALL, f"train.classifier_audio={mode}")
     model = build_model(cfg, dims(train_fs))
     batch = prepare(train_fs, cfg, None, with_condition=False).take(torch.arange(16))
     ctx = MethodContext(cfg=cfg, spec=METHOD_SPECS["generated"])
@@ -235,13 +246,16 @@ def test_classifier_audio_modes(mode: str, train_fs: FeatureSet) -> None:
     assert test.used.all()  # evaluation always fills missing audio with generated audio
 
 
-def test_fedprox_keeps_weights_near_the_reference(train_fs: FeatureSet) -> None:
+def test_fedprox_keeps_weights_near_the_reference(
+    train_fs: FeatureSet, small_config: SmallConfig
+) -> None:
     drift = {}
     for mu in (0.0, 100.0):
-        cfg = small_cfg("train.method=gt_audio", f"federation.proximal_mu={mu}")
+        cfg = small_config(*SMALL, f"federation.proximal_mu={mu}")
         model = build_model(cfg, dims(train_fs))
         ref = select_state(model, ["classifier"])
-        out = train_local(model, train_fs, cfg, None, epochs=2, seed=0, proximal_to=ref)
+        out = train_local(model, train_fs, cfg, None, method="gt_audio", epochs=2, seed=0,
+                          proximal_to=ref)
         drift[mu] = sum(float((p - ref[k]).pow(2).sum())
                         for k, p in model.state_dict().items() if k in ref)
         assert ("prox_loss" in out) == (mu > 0)
@@ -256,9 +270,10 @@ def test_concat_features_pools_clients(train_fs: FeatureSet, test_fs: FeatureSet
 
 
 def test_central_run_writes_a_complete_run_folder(
-    tmp_path: Path, train_fs: FeatureSet, test_fs: FeatureSet, dictionary: SemanticDictionary
+    tmp_path: Path, train_fs: FeatureSet, test_fs: FeatureSet, dictionary: SemanticDictionary,
+    small_config: SmallConfig,
 ) -> None:
-    cfg = small_cfg("train.epochs=1", f"train.runs_dir={tmp_path}")
+    cfg = small_config(*SMALL, "train.epochs=1", f"train.runs_dir={tmp_path}")
     data = CentralData(train=train_fs, test=test_fs, classes=CLASSES, dictionary=dictionary)
     results, folder = run_central(cfg, ["video_only", "svdmap", "cafmap"], data=data)
     assert folder is not None
@@ -286,27 +301,29 @@ def test_metric_helpers_on_known_values() -> None:
 
 @pytest.mark.parametrize("method", ["svdmap", "cafmap"])
 def test_semantic_methods_without_a_dictionary_fail_in_one_line(
-    method: str, train_fs: FeatureSet
+    method: str, train_fs: FeatureSet, small_config: SmallConfig
 ) -> None:
     from fedvida.errors import FedvidaError
 
-    cfg = small_cfg(f"train.method={method}")
+    cfg = small_config(*SMALL)
     model = build_model(cfg, dims(train_fs))
     with pytest.raises(FedvidaError, match="needs the semantic dictionary") as err:
-        train_local(model, train_fs, cfg, None, epochs=1, seed=0)
+        train_local(model, train_fs, cfg, None, method=method, epochs=1, seed=0)
     assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_changes_exactly_the_parts_it_trains(
-    method: str, train_fs: FeatureSet, dictionary: SemanticDictionary
+    method: str, train_fs: FeatureSet, dictionary: SemanticDictionary,
+    small_config: SmallConfig
 ) -> None:
     # Arrange: weight decay on, so a part reached by a zero gradient would still move
-    cfg = small_cfg(f"train.method={method}", "train.weight_decay=0.01")
+    cfg = small_config(*SMALL, "train.weight_decay=0.01")
     model = build_model(cfg, dims(train_fs))
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     # Act
-    train_local(model, train_fs, cfg, dictionary, epochs=1, seed=0, class_names=CLASSES)
+    train_local(model, train_fs, cfg, dictionary, method=method, epochs=1, seed=0,
+                class_names=CLASSES)
     # Assert: what `trains` names changed (so it must travel), everything else is bit-identical
     # to its seeded initial value (so `shared_parts` may leave it on every node)
     changed = {k.split(".", 1)[0] for k, v in model.state_dict().items()
