@@ -43,7 +43,8 @@ def handle_train(msg: Message, context: Context) -> Message:
         cfg, partition_of(context.node_config), method, server_round=int(conf[K.CFG_ROUND]),  # type: ignore[arg-type]
         epochs=int(conf[K.CFG_EPOCHS]), digest=str(conf.get(K.CFG_DIGEST, "")),  # type: ignore[arg-type]
         incoming=R.arrays_to_numpy(msg.content.array_records[K.ARRAYS_KEY]),
-        kept=None if kept is None else R.arrays_to_numpy(kept), node_config=context.node_config)
+        kept=None if kept is None else R.arrays_to_numpy(kept), node_config=context.node_config,
+        proximal_mu=float(conf.get(K.CFG_PROX, 0.0)))  # type: ignore[arg-type]
     if result.local:
         context.state[K.local_state_key(method)] = R.numpy_to_arrays(result.local)
     return Message(R.reply(R.numpy_to_arrays(result.shared), result.metrics), reply_to=msg)

@@ -84,15 +84,14 @@ def instruction_config(conf: Mapping[str, Any], node_config: Mapping[str, Any]) 
     ----------
     conf
         The instruction's config entries (a Flower ``ConfigRecord`` or any mapping):
-        ``fedvida-config`` (the server's resolved YAML) and optionally ``proximal-mu``
-        (`fedvida.federation.keys`).
+        ``fedvida-config`` (the server's resolved YAML).
     node_config
         The node's config; the entries `fedvida.federation.run_config.localize` reads point the
         config at the node's own plan, feature cache and dictionary.
 
     The server sends the same YAML in every message of a run, so a Ray actor serving many
-    virtual clients parses and validates it once. The key is the YAML's SHA-256,
-    ``proximal-mu`` and the node config entries that `localize` reads (not ``partition-id``:
+    virtual clients parses and validates it once. The key is the YAML's SHA-256 and the node
+    config entries that `localize` reads (not ``partition-id``:
     keyed by it, an actor serving more virtual clients than the cache holds re-parsed the YAML,
     ~20 ms, for every message); callers must treat the returned config as read-only.
 
@@ -102,14 +101,12 @@ def instruction_config(conf: Mapping[str, Any], node_config: Mapping[str, Any]) 
         The YAML is not a valid fedvida config.
     """
     text = str(conf[K.CFG_YAML])
-    mu = float(conf.get(K.CFG_PROX, 0.0))
     paths = sorted((k, repr(node_config[k])) for k in LOCALIZED_KEYS if k in node_config)
-    key = (hashlib.sha256(text.encode()).hexdigest(), repr(mu), repr(paths))
+    key = (hashlib.sha256(text.encode()).hexdigest(), repr(paths))
     cached = _CONFIGS.get(key)
     if cached is not None:
         return cast(Config, cached)
     cfg = localize(config_from_yaml(text), node_config)
-    cfg.federation.proximal_mu = mu
     _CONFIGS.put(key, cfg)
     return cfg
 
@@ -163,7 +160,8 @@ def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
 def train(cfg: Config, partition: int, method: str, *, server_round: int, epochs: int,
           digest: str, incoming: Mapping[str, np.ndarray],
           kept: Mapping[str, np.ndarray] | None = None,
-          node_config: Mapping[str, Any] | None = None) -> TrainResult:
+          node_config: Mapping[str, Any] | None = None,
+          proximal_mu: float = 0.0) -> TrainResult:
     """Local training of one round, from the global arrays.
 
     Parameters
@@ -187,6 +185,10 @@ def train(cfg: Config, partition: int, method: str, *, server_round: int, epochs
         (None: not in memory; they are then read from the node's files on a resume).
     node_config
         The node's config (where its files live, `fedvida.federation.nodestate`).
+    proximal_mu
+        FedProx's mu as the server's strategy sent it (``proximal-mu``; 0: plain local
+        training). Only the strategy decides it: ``federation.proximal_mu`` of the config
+        applies when ``federation.strategy`` is ``fedprox``, which then sends it.
 
     Returns
     -------
@@ -224,8 +226,9 @@ def train(cfg: Config, partition: int, method: str, *, server_round: int, epochs
 
         val_metrics = {"val_top1": validation_top1(model, val, cfg, dictionary, method),
                        "val-examples": float(len(val))}
-    mu = cfg.federation.proximal_mu
-    proximal = incoming_t if mu > 0 else None  # load_state copied it: still the global weights
+    # FedProx: the global weights (load_state copied them); train_local's mu is the config's,
+    # the value a fedprox strategy sends
+    proximal = incoming_t if proximal_mu > 0 else None
     fit_start = time.perf_counter()
     metrics = train_local(
         model, data, cfg, dictionary, method=method, epochs=epochs,

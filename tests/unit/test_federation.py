@@ -340,6 +340,10 @@ def test_instruction_config_is_parsed_once_for_every_virtual_client() -> None:
     assert other is not first and str(other.extract.cache_dir) == "/srv/node/cache"
     # the method is an argument of the node's work, never written into the shared config
     assert first.train.methods == cfg.train.methods
+    # so is FedProx's mu: the validated config stays as the server sent it
+    prox = ConfigRecord({R.CFG_YAML: cfg.to_yaml(), R.CFG_METHOD: "gt_audio", R.CFG_PROX: 0.5})
+    assert instruction_config(prox, {"partition-id": 0}) is first
+    assert first.federation.proximal_mu == cfg.federation.proximal_mu
 
 
 def test_reply_polling_backs_off_while_nothing_arrives_and_resets_on_a_reply() -> None:
