@@ -357,7 +357,7 @@ def train(
     cfg
         ``train``, ``model``, the plan and the feature cache (``fedvida extract`` done).
     methods
-        Method names (`fedvida.training.methods.METHODS`), trained one after another.
+        Method names (`fedvida.config.METHODS`), trained one after another.
     data
         Features already loaded with `fedvida.training.central.load_central_data`.
     on_epoch
@@ -418,7 +418,8 @@ class SimulationResult:
     Attributes
     ----------
     results
-        ``{method: final metrics}`` (server metrics of the last round, ``rounds``, ``seconds``,
+        ``{method: final metrics}`` (server metrics of the reported round, chosen by
+        ``federation.select_round``, with ``selected_round``; ``rounds``, ``seconds``,
         ``bytes_down``, ``bytes_up``; ``epsilon`` / ``delta`` under DP).
     folder
         The run folder (config.yaml, metrics.jsonl, checkpoints/, report.md, plots/).

@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
     who.add_argument("--client", action="append", default=[], metavar="K",
                      help="a client id or 'test' (repeatable; default: --all)")
     who.add_argument("--all", action="store_true", help="every client in the plan and 'test'")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: extract.device)")
+    p.add_argument("--device", default=None,
+                   help="auto | cpu | cuda | cuda:N (default: extract.device)")
     p.add_argument("--clips", type=Path, default=None, metavar="DIR",
                    help="the folder holding these clips under the plan's relative paths, e.g. a "
                         "deployment node's own copy (default: the plan's dataset root)")

@@ -4,7 +4,7 @@ Every node runs the product's SecAgg+ client chain (`secagg_mod` around Flower's
 ``secaggplus_mod``, then `dp_mod`, then a stand-in training handler) behind the in-process grid
 of fed_helpers; each delivery is serialized and inflated again (`delivered`). The server side
 is the product's `SecureExchange` driven by `run_round`. The real apps run in
-tests/integration/test_secagg.py (Ray) and test_deployment.py (gRPC).
+tests/integration/test_secagg_sim.py (Ray) and test_deployment.py (gRPC).
 """
 
 from __future__ import annotations
