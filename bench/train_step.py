@@ -1,4 +1,4 @@
-"""Training throughput of the five methods: samples/s per method, on CPU or CUDA.
+"""Training throughput of the methods: samples/s per method, on CPU or CUDA.
 
 Builds a synthetic FeatureSet with the demo's shapes (T=18 steps, D=1280 EfficientNet-Lite0 RGB and
 flow features, Da=1024 YAMNet audio features, 527 AudioSet tags, 50% of clips with audio) and a real
