@@ -6,7 +6,10 @@ Each line holds ``method``, ``round``, ``seconds`` (wall time of the round), ``t
 ``sampled``, ``succeeded``, ``aggregated``, ``failures`` ([{partition, reason}]), ``train``
 (weighted client metrics, e.g. ``train_loss``), ``server`` (global model on the test split:
 ``top1``, ``macro_f1``, ``top1_with_audio``, ``top1_without_audio``...), ``clients`` (per-client
-metrics keyed by partition id) and, when clients evaluate, ``client_eval``.
+metrics keyed by partition id), ``select_round`` (how `final_metrics` picks the reported
+round) and, when clients evaluate, ``client_eval``; with ``select_round: validation`` the last
+round's line also holds ``validation`` (the final validate-only exchange: ``val_top1``,
+``clients``, bytes).
 """
 
 from __future__ import annotations
