@@ -241,7 +241,7 @@ def test_runlog_truncate_and_report(tmp_path: Path) -> None:
 def test_client_model_cache_equals_a_fresh_build_under_partial_sharing() -> None:
     from fedvida.data.partition import Plan
     from fedvida.features.cache import FeatureSet
-    from fedvida.federation import node as C
+    from fedvida.federation import node
     from fedvida.models.container import FeatureDims, build_model, load_state
 
     cfg = _cfg(shared_prefixes=["classifier"])
@@ -261,14 +261,14 @@ def test_client_model_cache_equals_a_fresh_build_under_partial_sharing() -> None
         return {k: torch.from_numpy(rng.standard_normal(tuple(v.shape)).astype(np.float32))
                 for k, v in fresh.state_dict().items() if k.startswith("classifier.")}
 
-    first, entry = C._model(cfg, plan, fs, incoming())
+    first, entry = node._model(cfg, plan, fs, incoming())
     with torch.no_grad():  # local training changes every part, shared or not
         for p in first.parameters():
             p.add_(1.0)
-    C._release(entry)
+    node._release(entry)
     second_in = incoming()
-    second, entry = C._model(cfg, plan, fs, second_in)
-    C._release(entry)
+    second, entry = node._model(cfg, plan, fs, second_in)
+    node._release(entry)
     assert second is first  # the cached skeleton was reused...
     expected = build_model(cfg, FeatureDims.from_features(fs, 3))
     load_state(expected, second_in)
