@@ -205,7 +205,7 @@ def test_guarded_handler_reports_a_path_free_reason() -> None:
     assert "RuntimeError" in reply.error.reason and "/home" not in reply.error.reason
 
 
-def test_settings_overrides_node_config_and_errors(tmp_path: Path) -> None:
+def test_run_config_overrides_node_config_and_errors(tmp_path: Path) -> None:
     assert split_overrides("a.b=1; c=2\nd=[1, 2]") == ["a.b=1", "c=2", "d=[1, 2]"]
     cfg = localize(Config(), {"partition-id": 3, "data-dir": str(tmp_path)})
     assert cfg.extract.cache_dir == tmp_path / "cache"
