@@ -47,6 +47,7 @@ kill "$SAMPLER"
 peak_gpu "$WORK/simulate.mem" & SAMPLER=$!
 "$FEDVIDA" simulate --method "$METHOD" --name "gpu$CLIENTS" "${SETS[@]}" \
     --set "federation.rounds=$ROUNDS" --set "federation.num_gpus_per_client=$GPU_FRAC" \
+    --set "federation.select_round=last" \
     | tee "$WORK/simulate.log"
 kill "$SAMPLER"
 

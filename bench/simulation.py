@@ -126,6 +126,8 @@ def bench(config: str, sizes: list[int], rounds: int, per_round: int, method: st
             cfg.federation.fraction_train = min(1.0, per_round / n)
             cfg.federation.min_train_clients = min(per_round, n)
             cfg.federation.ray_num_cpus = cfg.federation.ray_num_cpus or 2
+            # round time only: no final validation exchange with every node (select_round)
+            cfg.federation.select_round = "last"
             mem = PeakMemory()
             mem.start()
             t0 = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,13 @@ def save_checkpoint(
     model: dict[str, np.ndarray],
     strategy_state: dict[str, np.ndarray],
     keep: int,
+    protect: Iterable[int] = (),
 ) -> Path:
-    """Write ``round_NNNN.safetensors`` atomically, then delete all but the newest ``keep``."""
+    """Write ``round_NNNN.safetensors`` atomically, then delete all but the newest ``keep``.
+
+    Rounds in ``protect`` are never deleted (the round a run reports, chosen on validation,
+    `fedvida.reporting.runlog.selected_line`: its weights stay with its metrics).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model/{k}": np.ascontiguousarray(v) for k, v in model.items()}
     tensors.update({f"strategy/{k}": np.ascontiguousarray(v) for k, v in strategy_state.items()})
@@ -56,8 +62,10 @@ def save_checkpoint(
         "round": str(server_round), "method": method, "strategy": strategy,
     })
     os.replace(tmp, path)
+    kept = set(protect)
     for old in list_checkpoints(folder)[:-keep]:
-        old.unlink(missing_ok=True)
+        if int(_NAME.search(old.name).group(1)) not in kept:  # type: ignore[union-attr]
+            old.unlink(missing_ok=True)
     return path
 
 

@@ -31,7 +31,7 @@ from fedvida.federation.rounds import RoundOutcome, check_engine, exchange, run_
 from fedvida.federation.run_config import run_dir
 from fedvida.federation.secagg import secure_exchange
 from fedvida.federation.strategy import make_strategy
-from fedvida.reporting.runlog import RunLog, final_metrics, write_report
+from fedvida.reporting.runlog import RunLog, final_metrics, selected_line, write_report
 from fedvida.training.methods import shared_parts
 
 _log = logging.getLogger("fedvida.server")
@@ -226,7 +226,14 @@ def run_method(
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
             server = evaluator(cfg, current, method)
         eval_seconds = time.perf_counter() - e0
-        save_checkpoint(folder, rnd, method, fed.strategy, current, state, fed.keep_checkpoints)
+        # the round the run reports so far keeps its checkpoint (round rnd - 1's validation
+        # score arrived with this round's training replies)
+        chosen = selected_line([*log.rounds(method), {
+            "round": rnd, "server": server, "train": outcome.train_metrics,
+            "validation": validation, "select_round": fed.select_round}])
+        protect = [int(chosen["round"])] if chosen is not None else []
+        save_checkpoint(folder, rnd, method, fed.strategy, current, state, fed.keep_checkpoints,
+                        protect)
         line = round_line(method, rnd, outcome, server, time.perf_counter() - t0, eval_seconds)
         line["communication"] = communication  # codecs and shared model parts of the bytes
         line["nodes"] = nodes_entry  # a run with fewer nodes than the plan says so per line

@@ -216,7 +216,7 @@ def test_run_config_overrides_node_config_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="partition-id"):
         partition_of({"partition-id": "x"})
     with pytest.raises(Exception, match="methods"):
-        Config.model_validate({"federation": {"methods": ["nope"]}})
+        Config.model_validate({"train": {"methods": ["nope"]}})
 
 
 def test_runlog_truncate_and_report(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fed_helpers import LocalGrid, _initial
 from flwr.app import Context, Message
@@ -94,3 +96,19 @@ def test_the_final_validation_exchange_asks_every_node_and_weights_by_validation
     assert out["bytes_down"] > 0 and out["bytes_up"] > 0
     assert len(asked) == 3 and all(c[R.CFG_VALIDATE] is True for c in asked)
     assert all(c[R.CFG_METHOD] == "generated" for c in asked)
+
+
+def test_the_reported_rounds_checkpoint_outlives_keep_checkpoints(tmp_path: Path) -> None:
+    from fedvida.federation.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+
+    model = {"classifier.w": np.zeros((2, 3), np.float32)}
+    for rnd in range(1, 7):  # round 2 is the one chosen on validation; keep the newest 2
+        save_checkpoint(tmp_path, rnd, "generated", "fedavg",
+                        {k: v + rnd for k, v in model.items()}, {}, keep=2, protect=[2])
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["round_0002.safetensors", "round_0005.safetensors", "round_0006.safetensors"]
+    assert float(load_checkpoint(tmp_path / names[0]).model["classifier.w"][0, 0]) == 2.0
+    # without protection the usual pruning
+    save_checkpoint(tmp_path, 7, "generated", "fedavg", model, {}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "round_0006.safetensors", "round_0007.safetensors"]
