@@ -40,6 +40,18 @@ class ClassSelection(Section):
     n: int = Field(20, ge=1, description="Used when mode == 'random' (the research used 20).")
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """``all``, a list of names or a number N (N random classes, ``seed``) for the mapping."""
+        if isinstance(data, str) and data == "all":
+            return {"mode": "all"}
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"mode": "random", "n": data}
+        if isinstance(data, list):
+            return {"mode": "list", "names": data}
+        return data
+
     @model_validator(mode="after")
     def _names_for_list(self) -> ClassSelection:
         if self.mode == "list" and not self.names:
@@ -282,7 +294,7 @@ class ModelConfig(Section):
 Method = Literal["video_only", "gt_audio", "generated", "svdmap", "cafmap", "prototype"]
 METHODS: tuple[str, ...] = get_args(Method)
 RENAMED_KEYS = {  # removed key -> the one that replaced it (a clear error, not "unknown field")
-    "train.method": "train.methods, a list: train.methods=[gt_audio]",
+    "train.method": "train.methods, a list: train.methods=[{value}]",
     "federation.methods": "train.methods (the methods every command trains)",
 }
 
@@ -297,7 +309,8 @@ def _renamed(section: str, data: Any) -> Any:
         for key, instead in RENAMED_KEYS.items():
             head, _, name = key.partition(".")
             if head == section and name in data:
-                raise ValueError(f"'{key}' was removed; use {instead}")
+                raise ValueError(f"'{key}' was removed; use "
+                                 + instead.format(value=data[name]))
     return data
 
 
@@ -767,12 +780,17 @@ def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
     ConfigError
         One line naming the file: missing, not YAML, or not a mapping at the top.
     """
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{what} {path}: not valid YAML{where}: {problem}") from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"{what} {path}: top level must be a mapping")
     return loaded

@@ -458,6 +458,8 @@ def prepare_run(
     if resume is not None:
         folder = Path(resume)
         saved = folder / "config.yaml"
+        if not folder.is_dir():
+            raise ConfigError(f"--resume {folder}: no such run folder")
         if not saved.is_file():
             raise ConfigError(f"--resume {folder}: no config.yaml (not a fedvida run folder)")
         run_cfg = load_config(saved)

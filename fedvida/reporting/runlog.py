@@ -138,7 +138,9 @@ def final_metrics(lines: list[dict[str, Any]], select: bool = True) -> dict[str,
         "bytes_up": int(sum(ln.get("bytes_up", 0) + (ln.get("validation") or {}).get("bytes_up", 0)
                             for ln in lines)),
         "failures": int(sum(len(ln.get("failures", [])) for ln in lines)),
-        "train_loss": float(lines[-1].get("train", {}).get("train_loss", float("nan"))),
+        # the reported round's training loss (the loss of the updates that made its model)
+        "train_loss": float((chosen or lines[-1]).get("train", {}).get("train_loss",
+                                                                       float("nan"))),
         **_privacy_summary(lines[-1].get("privacy")),
     }
 

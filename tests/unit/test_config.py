@@ -37,7 +37,8 @@ def test_overrides_parse_yaml_values() -> None:
     [
         ("partition.alpha=-1", "partition.alpha"),
         ("train.methods=[magic]", "train.methods"),
-        ("train.method=gt_audio", "train.method' was removed; use train.methods"),
+        ("train.method=svdmap", "train.method' was removed; use train.methods, a list: "
+                                "train.methods=[svdmap]"),
         ("federation.methods=[gt_audio]", "federation.methods' was removed; use train.methods"),
         ("train.methods=[]", "train.methods"),
         ("train.methods=[gt_audio, gt_audio]", "'gt_audio' is listed twice"),
@@ -63,6 +64,22 @@ def test_bad_override_syntax_and_missing_file(tmp_path: Path) -> None:
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train:\n  epochs: 3\n  methods: [gt_audio\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML \(line 4, column 1\)"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_config(tmp_path)
+
+
+def test_class_selection_shorthands_as_the_readme_gives_them() -> None:
+    assert load_config(None, ["data.classes=all"]).data.classes.mode == "all"
+    five = load_config(None, ["data.classes=5"]).data.classes
+    assert (five.mode, five.n) == ("random", 5)
+    listed = load_config(None, ["data.classes=[barking, drumming]"]).data.classes
+    assert (listed.mode, listed.names) == ("list", ["barking", "drumming"])
+    full = load_config(None, ["data.classes.mode=random", "data.classes.n=3"]).data.classes
+    assert (full.mode, full.n) == ("random", 3)
 
 
 def test_cli_config_show_and_error_exit(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,7 @@ def _lines(val_next: list[float | None], final_val: float | None, rule: str = "v
     score of round r - 1's model; ``final_val``: the last round's validation exchange."""
     lines = []
     for rnd in (1, 2, 3):
-        train: dict[str, float] = {"train_loss": 1.0}
+        train: dict[str, float] = {"train_loss": float(rnd)}
         if val_next[rnd - 1] is not None:
             train["val_top1"] = val_next[rnd - 1]  # type: ignore[assignment]
         line: dict[str, Any] = {
@@ -49,6 +49,7 @@ def test_the_round_with_the_best_validation_top1_is_reported_with_all_rounds_cos
     final = final_metrics(_lines([0.2, 0.5, 0.4], 0.45))
     assert final["selected_round"] == 1 and final["selected_val_top1"] == 0.5
     assert final["top1"] == pytest.approx(0.1) and final["top1_missing"] == pytest.approx(0.05)
+    assert final["train_loss"] == 1.0  # the reported round's, not the last round's
     # rounds, bytes and time cover every round run, the validation exchange included
     assert final["rounds"] == 3 and final["seconds"] == 3.0
     assert final["bytes_down"] == 3 * 100 + 40 and final["bytes_up"] == 3 * 50 + 8
