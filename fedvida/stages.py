@@ -239,7 +239,7 @@ def extract(
             with rate_progress("clips") as bar:
                 task = bar.add_task("extract", total=total)
                 run(lambda n: bar.advance(task, n),
-                    lambda p: bar.update(task, description=f"extract {p}"))
+                    lambda p: bar.update(task, description=f"extract (now {p})"))
         else:
             run(None, None)
     finally:

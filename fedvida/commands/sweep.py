@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fedvida.errors import FedvidaError
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -54,6 +56,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     if args.report_only:
+        if not any(state == "done" for state in states.values()):
+            raise FedvidaError(f"sweep {sweep.name}: none of its {len(runs)} runs has finished, "
+                               "nothing to report (run it without --report-only)")
         results = {c.run_name: CellResult("done" if states[c.run_name] == "done" else "pending",
                                           states[c.run_name]) for c in runs}
         say(f"report: {write_sweep_report(sweep, results)}")

@@ -149,6 +149,20 @@ def test_missing_or_broken_sweep_file(tmp_path: Path) -> None:
         load_sweep(broken)
 
 
+def test_report_only_with_no_finished_run_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedvida.cli import main
+
+    path = write_sweep(tmp_path, {"methods": ["generated"], "rounds": 1,
+                                  "grid": {"federation.local_epochs": [1, 2]}})
+    assert main(["sweep", str(path), "--report-only"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("none of its 2 runs has finished, nothing to report (run it without "
+                        "--report-only)") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
 @pytest.mark.parametrize("name", ["privacy", "communication", "missing_audio"])
 def test_shipped_sweep_files_validate_with_their_knobs(name: str) -> None:
     sweep = load_sweep(ROOT / "configs" / "sweeps" / f"{name}.yaml")
