@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedvida.federation import keys as K
@@ -28,22 +29,36 @@ from fedvida.federation.privacy import dp_mod
 from fedvida.federation.run_config import partition_of
 from fedvida.federation.secagg import secagg_mod
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from fedvida.config import Config
+
 Handler = Callable[[Message, Context], Message]
 _log = logging.getLogger("fedvida.client")
 app = ClientApp()
 
 
-def handle_train(msg: Message, context: Context) -> Message:
-    """Records -> `node.train` -> reply: the trained shared arrays and the metrics."""
+def _instruction(msg: Message, context: Context) -> tuple[
+        ConfigRecord, Config, str, dict[str, np.ndarray] | None]:
+    """What a train or evaluate message asks: its config entries, the config they describe
+    (localized to this node), the method, and this node's kept parts of that method (numpy;
+    None when it keeps none)."""
     conf = msg.content.config_records[K.CONFIG_KEY]
-    cfg = node.instruction_config(conf, context.node_config)
     method = str(conf[K.CFG_METHOD])
     kept = context.state.array_records.get(K.local_state_key(method))
+    return (conf, node.instruction_config(conf, context.node_config), method,
+            None if kept is None else R.arrays_to_numpy(kept))
+
+
+def handle_train(msg: Message, context: Context) -> Message:
+    """Records -> `node.train` -> reply: the trained shared arrays and the metrics."""
+    conf, cfg, method, kept = _instruction(msg, context)
     result = node.train(
         cfg, partition_of(context.node_config), method, server_round=int(conf[K.CFG_ROUND]),  # type: ignore[arg-type]
         epochs=int(conf[K.CFG_EPOCHS]), digest=str(conf.get(K.CFG_DIGEST, "")),  # type: ignore[arg-type]
         incoming=R.arrays_to_numpy(msg.content.array_records[K.ARRAYS_KEY]),
-        kept=None if kept is None else R.arrays_to_numpy(kept), node_config=context.node_config,
+        kept=kept, node_config=context.node_config,
         proximal_mu=float(conf.get(K.CFG_PROX, 0.0)))  # type: ignore[arg-type]
     if result.local:
         context.state[K.local_state_key(method)] = R.numpy_to_arrays(result.local)
@@ -52,14 +67,11 @@ def handle_train(msg: Message, context: Context) -> Message:
 
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Records -> `node.evaluate` -> reply: the metrics of the global model on local data."""
-    conf = msg.content.config_records[K.CONFIG_KEY]
-    cfg = node.instruction_config(conf, context.node_config)
-    method = str(conf[K.CFG_METHOD])
-    kept = context.state.array_records.get(K.local_state_key(method))
+    conf, cfg, method, kept = _instruction(msg, context)
     metrics = node.evaluate(
         cfg, partition_of(context.node_config), method, digest=str(conf.get(K.CFG_DIGEST, "")),
         incoming=R.arrays_to_numpy(msg.content.array_records[K.ARRAYS_KEY]),
-        kept=None if kept is None else R.arrays_to_numpy(kept),
+        kept=kept,
         validate_only=bool(conf.get(K.CFG_VALIDATE, False)))
     return Message(R.reply(None, metrics), reply_to=msg)
 
