@@ -369,8 +369,9 @@ class TrainConfig(Section):
         None,
         ge=0.0,
         description="Late fusion: weight of the audio head's logits on fill-ins (generated, "
-        "prototype). None: chosen centrally on the validation split (lowest cross-entropy on "
-        "its clips without real audio, from 0, 0.25, 0.5, 0.75, 1); federated runs use 1.",
+        "prototype). None: chosen on the validation split (lowest cross-entropy on its clips "
+        "without real audio, from 0, 0.25, 0.5, 0.75, 1): centrally once, federated per round "
+        "on the clients' pooled validation scores.",
     )
     modality_dropout: float = Field(
         0.0,

@@ -222,10 +222,9 @@ def train(cfg: Config, partition: int, method: str, *, server_round: int, epochs
         load_state(model, _tensors(local_in))
     val_metrics: dict[str, float] = {}
     if len(val):  # the global model on this client's validation clips, before local training
-        from fedvida.training.local import validation_top1
+        from fedvida.training.local import validation_metrics
 
-        val_metrics = {"val_top1": validation_top1(model, val, cfg, dictionary, method),
-                       "val-examples": float(len(val))}
+        val_metrics = validation_metrics(model, val, cfg, dictionary, method)
     # FedProx: the global weights (load_state copied them); train_local's mu is the config's,
     # the value a fedprox strategy sends
     proximal = incoming_t if proximal_mu > 0 else None
@@ -270,7 +269,7 @@ def evaluate(cfg: Config, partition: int, method: str, *, digest: str,
     """
     from fedvida.models.container import load_state
     from fedvida.training.local import evaluate as evaluate_local
-    from fedvida.training.local import validation_top1
+    from fedvida.training.local import validation_metrics
 
     use_threads(cfg)
     plan, data = local_features(cfg, partition)
@@ -281,8 +280,8 @@ def evaluate(cfg: Config, partition: int, method: str, *, digest: str,
     if kept is not None:
         load_state(model, _tensors(kept))
     if validate_only:
-        metrics: dict[str, float] = ({"val_top1": validation_top1(
-            model, data, cfg, dictionary, method=method)} if len(data) else {})
+        metrics: dict[str, float] = (validation_metrics(model, data, cfg, dictionary, method)
+                                     if len(data) else {})
     else:
         metrics = evaluate_local(model, data, cfg, dictionary, method=method)
     _release(entry)

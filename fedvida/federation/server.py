@@ -27,12 +27,19 @@ from fedvida.federation.checkpoints import checkpoint_dir, latest_checkpoint, sa
 from fedvida.federation.compression import compress_broadcast, describe, instruction_keys
 from fedvida.federation.metering import Traffic
 from fedvida.federation.privacy import CENTRAL_MODES, privatize
-from fedvida.federation.rounds import RoundOutcome, check_engine, exchange, run_round
+from fedvida.federation.rounds import (
+    RoundOutcome,
+    check_engine,
+    client_metrics,
+    exchange,
+    run_round,
+)
 from fedvida.federation.run_config import run_dir
 from fedvida.federation.secagg import secure_exchange
 from fedvida.federation.strategy import make_strategy
 from fedvida.reporting.runlog import RunLog, final_metrics, selected_line, write_report
 from fedvida.training.methods import shared_parts
+from fedvida.training.metrics import pool_fill_scores
 
 _log = logging.getLogger("fedvida.server")
 RoundHook = Callable[[dict[str, Any]], None]
@@ -127,11 +134,19 @@ class ServerEvaluator:
         return {k: v.numpy() for k, v in shared.items()}
 
     def __call__(self, cfg: Config, arrays: dict[str, np.ndarray],
-                 method: str) -> dict[str, float]:
+                 method: str) -> dict[str, Any]:
+        """Test metrics of the global arrays (`fedvida.training.local.evaluate`).
+
+        For a method whose fill-in weight is chosen on validation
+        (`fedvida.training.local.chooses_fill_weight`) also ``by_fill_weight``: the metrics at
+        each candidate weight, of which reports take the one the clients' validation chose
+        (`fedvida.reporting.runlog.server_metrics_by_round`).
+        """
         import torch
 
         from fedvida.models.container import build_model, load_state
-        from fedvida.training.local import evaluate
+        from fedvida.training.local import chooses_fill_weight, evaluate, fill_weight
+        from fedvida.training.metrics import FILL_WEIGHTS
 
         # evaluation never changes the weights, so one model per (model config, seed) is reused:
         # the arrays overwrite the shared parts, the others keep their seeded initial values
@@ -142,7 +157,16 @@ class ServerEvaluator:
         load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
         metrics = evaluate(model, self.test, cfg, self.dictionary, method=method,
                            oracle=self.oracle)
-        return {k: float(v) for k, v in metrics.items()}
+        out: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
+        if chooses_fill_weight(model, cfg, method):
+            by_weight = {}
+            for w in FILL_WEIGHTS:
+                with fill_weight(model, w):
+                    at = evaluate(model, self.test, cfg, self.dictionary, method=method,
+                                  oracle=self.oracle)
+                by_weight[f"{w:g}"] = {k: float(v) for k, v in at.items()}
+            out["by_fill_weight"] = by_weight
+        return out
 
 
 def serve(grid: Grid, cfg: Config, on_round: RoundHook | None = None) -> dict[str, dict[str, Any]]:
@@ -221,16 +245,18 @@ def run_method(
     def finish(rnd: int, outcome: RoundOutcome, current: dict[str, np.ndarray],
                state: dict[str, np.ndarray], t0: float, privacy: dict[str, Any] | None,
                validation: dict[str, Any] | None = None) -> None:
-        server: dict[str, float] = {}
+        server: dict[str, Any] = {}
         e0 = time.perf_counter()
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
             server = evaluator(cfg, current, method)
         eval_seconds = time.perf_counter() - e0
+        # the clients' pooled fill-weight scores of round rnd - 1's model (scored before training)
+        fill = pool_fill_scores(outcome.train.per_client.values())
         # the round the run reports so far keeps its checkpoint (round rnd - 1's validation
         # score arrived with this round's training replies)
         chosen = selected_line([*log.rounds(method), {
             "round": rnd, "server": server, "train": outcome.train_metrics,
-            "validation": validation, "select_round": fed.select_round}])
+            "validation": validation, "select_round": fed.select_round, "fill_scores": fill}])
         protect = [int(chosen["round"])] if chosen is not None else []
         save_checkpoint(folder, rnd, method, fed.strategy, current, state, fed.keep_checkpoints,
                         protect)
@@ -240,6 +266,8 @@ def run_method(
         line["select_round"] = fed.select_round  # how final_metrics picks the reported round
         if validation is not None:
             line["validation"] = validation
+        if fill is not None:
+            line["fill_scores"] = fill
         if privacy is not None:
             line["privacy"] = privacy
         line["finished_at"] = time.time()
@@ -279,7 +307,8 @@ def validate(grid: Grid, arrays: ArrayRecord, base: dict[str, Any], nodes: dict[
     Rounds before the last are validated for free: the clients of round r + 1 score the global
     model of round r on their validation split before training. The last round's model gets
     this one evaluate exchange (no training). Returns ``val_top1`` (weighted by validation
-    clips), the number of clients that answered and the bytes moved.
+    clips), the number of clients that answered, the bytes moved and, for a method whose fill-in
+    weight is chosen on validation, ``fill_scores`` (`fedvida.training.metrics.pool_fill_scores`).
     """
     from fedvida.federation.strategy import weighted_metrics
 
@@ -293,6 +322,9 @@ def validate(grid: Grid, arrays: ArrayRecord, base: dict[str, Any], nodes: dict[
                            "bytes_up": result.traffic.up}
     if "val_top1" in metrics:
         out["val_top1"] = float(metrics["val_top1"])  # type: ignore[arg-type]
+    fill = pool_fill_scores(client_metrics(result.replies, nodes).values())
+    if fill is not None:
+        out["fill_scores"] = fill
     return out
 
 

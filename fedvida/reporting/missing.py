@@ -121,10 +121,11 @@ def plot_missing_rounds(rounds: Mapping[str, list[dict[str, Any]]], out_dir: Pat
     import matplotlib.pyplot as plt
 
     from fedvida.reporting.plots import save_figure
+    from fedvida.reporting.runlog import server_metrics_by_round
 
     def series(method: str, key: str) -> dict[int, float]:
-        return {int(ln["round"]): float(ln["server"][key]) for ln in rounds.get(method, [])
-                if ln.get("server") and key in ln["server"]}
+        by_round = server_metrics_by_round(rounds.get(method, []))  # at the chosen fill weight
+        return {r: float(m[key]) for r, m in by_round.items() if key in m}
 
     if not any(series(m, "top1_missing") for m in rounds):
         return {}

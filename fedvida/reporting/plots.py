@@ -23,6 +23,7 @@ def plot_run(run_dir: Path, rounds: dict[str, list[dict[str, Any]]]) -> dict[str
         Per method, its metric lines in round order (see `fedvida.reporting.runlog`).
     """
     from fedvida.reporting.missing import plot_missing_rounds
+    from fedvida.reporting.runlog import server_metrics_by_round
 
     out_dir = Path(run_dir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -30,8 +31,7 @@ def plot_run(run_dir: Path, rounds: dict[str, list[dict[str, Any]]]) -> dict[str
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for method, lines in rounds.items():
-        pts = [(ln["round"], ln["server"]["top1"]) for ln in lines
-               if ln.get("server") and "top1" in ln["server"]]
+        pts = [(r, m["top1"]) for r, m in server_metrics_by_round(lines).items() if "top1" in m]
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=method)
     paths["accuracy"] = save_figure(fig, ax, out_dir / "accuracy.png", "round",

@@ -9,7 +9,12 @@ Each line holds ``method``, ``round``, ``seconds`` (wall time of the round), ``t
 metrics keyed by partition id), ``select_round`` (how `final_metrics` picks the reported
 round) and, when clients evaluate, ``client_eval``; with ``select_round: validation`` the last
 round's line also holds ``validation`` (the final validate-only exchange: ``val_top1``,
-``clients``, bytes).
+``clients``, bytes). For a method whose late-fusion fill-in weight is chosen on validation
+(`fedvida.training.local.chooses_fill_weight`), ``server`` also holds ``by_fill_weight``
+(the test metrics at each candidate weight), a line's ``fill_scores`` holds its clients' pooled
+validation scores of the model they received (the previous round's; ``validation`` has the
+last round's), and every reader takes a round's metrics at the weight its validation chose
+(`server_metrics_by_round`): the test split chooses nothing.
 """
 
 from __future__ import annotations
@@ -69,12 +74,37 @@ class RunLog:
         return list(dict.fromkeys(str(ln["method"]) for ln in self.read()))
 
 
+def fill_scores_by_round(lines: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Clients' pooled fill-weight validation scores of each round's global model.
+
+    `fedvida.training.metrics.pool_fill_scores` of the clients of round r + 1 (a line's
+    ``fill_scores``: scored before they train) and of the final validate-only exchange (the last
+    line's ``validation.fill_scores``). Empty for methods without a chosen fill-in weight.
+    """
+    out: dict[int, dict[str, Any]] = {}
+    for ln in lines:
+        rnd = int(ln["round"])
+        if ln.get("fill_scores"):
+            out[rnd - 1] = ln["fill_scores"]
+        final = (ln.get("validation") or {}).get("fill_scores")
+        if final:
+            out[rnd] = final
+    return out
+
+
+def fill_weight_by_round(lines: list[dict[str, Any]]) -> dict[int, float]:
+    """The fill-in weight each round's validation chose (`fill_scores_by_round`)."""
+    return {r: float(s["fill_weight"]) for r, s in fill_scores_by_round(lines).items()
+            if "fill_weight" in s}
+
+
 def validation_by_round(lines: list[dict[str, Any]]) -> dict[int, float]:
     """Clients' validation top-1 of each round's global model, from a method's log lines.
 
     The clients of round r + 1 report ``val_top1`` of round r's global model (scored before they
     train), and the last round's model is scored in its line's ``validation`` entry
-    (`fedvida.federation.server.validate`). Round 0 is the initial model.
+    (`fedvida.federation.server.validate`). Round 0 is the initial model. Where the round's
+    fill-in weight was chosen on validation (`fill_weight_by_round`), the top-1 at that weight.
     """
     out: dict[int, float] = {}
     for ln in lines:
@@ -85,7 +115,29 @@ def validation_by_round(lines: list[dict[str, Any]]) -> dict[int, float]:
         final = (ln.get("validation") or {}).get("val_top1")
         if final is not None and math.isfinite(float(final)):
             out[rnd] = float(final)
+    scores = fill_scores_by_round(lines)
+    for rnd, w in fill_weight_by_round(lines).items():
+        val = scores[rnd].get(f"val_top1@{w:g}")
+        if val is not None and math.isfinite(float(val)):
+            out[rnd] = float(val)
     return out
+
+
+def server_metrics(line: dict[str, Any], weight: float | None = None) -> dict[str, Any]:
+    """A line's test metrics (``server``) at fill-in weight `weight` when it was evaluated at
+    it (``server.by_fill_weight``), else as evaluated (weight 1); numbers only."""
+    server = line.get("server") or {}
+    at = (server.get("by_fill_weight") or {}).get(f"{weight:g}") if weight is not None else None
+    chosen = at if at is not None else server
+    return {k: v for k, v in chosen.items() if isinstance(v, int | float)}
+
+
+def server_metrics_by_round(lines: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Each evaluated round's test metrics at the fill-in weight its validation chose
+    (`fill_weight_by_round`; as evaluated where none was chosen)."""
+    weights = fill_weight_by_round(lines)
+    return {int(ln["round"]): server_metrics(ln, weights.get(int(ln["round"])))
+            for ln in lines if ln.get("server")}
 
 
 def selected_line(lines: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -111,7 +163,8 @@ def final_metrics(lines: list[dict[str, Any]], select: bool = True) -> dict[str,
     """Summary of one method: the reported round's server metrics, totals of time and bytes.
 
     The server metrics are those of `selected_line` (``selected_round``; its clients'
-    ``val_top1`` as ``selected_val_top1`` when chosen on validation); ``rounds``, seconds, bytes
+    ``val_top1`` as ``selected_val_top1`` when chosen on validation), at the fill-in weight its
+    validation chose (``fill_weight``, `fill_weight_by_round`); ``rounds``, seconds, bytes
     and failures cover every round run. ``select=False``: the last evaluated round's metrics
     whatever ``select_round`` says (a sweep compares the models its checkpoints end with).
     """
@@ -119,15 +172,20 @@ def final_metrics(lines: list[dict[str, Any]], select: bool = True) -> dict[str,
         return {}
     evaluated = [ln for ln in lines if ln.get("server")]
     chosen = selected_line(lines) if select else (evaluated[-1] if evaluated else None)
-    last = chosen["server"] if chosen else {}
+    last: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     if chosen is not None:
-        extra["selected_round"] = int(chosen["round"])
-        val = validation_by_round(lines).get(int(chosen["round"]))
+        rnd = int(chosen["round"])
+        weight = fill_weight_by_round(lines).get(rnd)
+        last = server_metrics(chosen, weight)
+        extra["selected_round"] = rnd
+        if weight is not None:
+            extra["fill_weight"] = weight
+        val = validation_by_round(lines).get(rnd)
         if val is not None and lines[-1].get("select_round") == "validation":
             extra["selected_val_top1"] = val
     return {
-        **{k: v for k, v in last.items() if isinstance(v, int | float)},
+        **last,
         **extra,
         "rounds": int(lines[-1]["round"]),
         "seconds": float(sum(ln.get("seconds", 0.0) for ln in lines)),
@@ -231,14 +289,20 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
             "round reported, of `rounds` run); bytes are serialized messages summed over all "
             "rounds (down = server to clients).", ""]
     out += markdown_table(
-        ["method", "round", "rounds", *cols, "train loss", "MB down", "MB up", "seconds",
-         "failures"],
+        ["method", "round", "rounds", *cols, "fill weight", "train loss", "MB down", "MB up",
+         "seconds", "failures"],
         [[m, f.get("selected_round", "-"), f["rounds"], *(f.get(c, "-") for c in cols),
-          f["train_loss"], _mb(f["bytes_down"]),
+          f.get("fill_weight", "-"), f["train_loss"], _mb(f["bytes_down"]),
           _mb(f["bytes_up"]), f"{f['seconds']:.1f}", f["failures"]]
          for m, f in zip(methods, final, strict=True)],
     )
-    out.append("")
+    out += [""]
+    if any("fill_weight" in f for f in final):
+        out += ["fill weight: the late-fusion weight of the audio head on fill-ins, chosen on "
+                "the clients' pooled validation clips without real audio (lowest "
+                "cross-entropy); "
+                "every test figure of such a method is at the weight its round's validation "
+                "chose.", ""]
     private = [(m, log.rounds(m)[-1]["privacy"]) for m in methods
                if log.rounds(m)[-1].get("privacy")]
     if private:
@@ -257,18 +321,23 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
     for m in methods:
         out += [f"## {m}", ""]
         rows = []
-        with_dp = any(ln.get("privacy") for ln in log.rounds(m))
-        for ln in log.rounds(m):
-            s = ln.get("server") or {}
+        lines = log.rounds(m)
+        with_dp = any(ln.get("privacy") for ln in lines)
+        server, weights = server_metrics_by_round(lines), fill_weight_by_round(lines)
+        with_fill = bool(weights)
+        for ln in lines:
+            s = server.get(int(ln["round"]), {})
             eps = [float(ln["privacy"]["epsilon"]) if ln.get("privacy") else "-"] if with_dp else []
-            rows.append([ln["round"], s.get("top1", "-"), s.get("macro_f1", "-"),
+            fill = [weights.get(int(ln["round"]), "-")] if with_fill else []
+            rows.append([ln["round"], s.get("top1", "-"), s.get("macro_f1", "-"), *fill,
                          ln.get("train", {}).get("train_loss", "-"),
                          f"{ln.get('succeeded', 0)}/{ln.get('sampled', 0)}",
                          _mb(ln.get("bytes_down", 0)), _mb(ln.get("bytes_up", 0)),
                          f"{ln.get('seconds', 0.0):.2f}", *eps])
-        out += markdown_table(["round", "top1", "macro_f1", "train loss", "clients ok",
-                               "MB down", "MB up", "seconds", *(["epsilon"] if with_dp else [])],
-                              rows)
+        out += markdown_table(["round", "top1", "macro_f1",
+                               *(["fill weight"] if with_fill else []), "train loss",
+                               "clients ok", "MB down", "MB up", "seconds",
+                               *(["epsilon"] if with_dp else [])], rows)
         fails = [f for ln in log.rounds(m) for f in ln.get("failures", [])]
         if fails:
             out += ["", f"{len(fails)} client failure(s), e.g.: "

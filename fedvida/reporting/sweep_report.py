@@ -20,7 +20,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedvida.reporting.runlog import RunLog, final_metrics, markdown_table
+from fedvida.reporting.runlog import (
+    RunLog,
+    final_metrics,
+    markdown_table,
+    server_metrics_by_round,
+)
 
 if TYPE_CHECKING:
     from fedvida.config import Config
@@ -44,13 +49,14 @@ def method_curve(lines: list[dict[str, Any]], metric: str) -> list[dict[str, Any
     """Per round: cumulative bytes down/up, the server metric (None when not evaluated) and the
     cumulative (epsilon, delta) when the round reports one."""
     curve, down, up = [], 0, 0
+    server = server_metrics_by_round(lines)  # at the fill-in weight validation chose
     for ln in lines:
         down += int(ln.get("bytes_down", 0))
         up += int(ln.get("bytes_up", 0))
         privacy = ln.get("privacy") or {}
         curve.append({
             "round": int(ln["round"]), "bytes_down": down, "bytes_up": up,
-            metric: _num((ln.get("server") or {}).get(metric)),
+            metric: _num(server.get(int(ln["round"]), {}).get(metric)),
             "epsilon": _num(privacy.get("epsilon")), "delta": _num(privacy.get("delta")),
         })
     return curve

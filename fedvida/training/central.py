@@ -22,9 +22,15 @@ import numpy as np
 from fedvida.errors import FedvidaError
 from fedvida.models.container import FeatureDims, FedvidaModel, build_model
 from fedvida.training.data import concat_features, split_validation
-from fedvida.training.local import Predictions, metrics_from_predictions, predict, train_local
+from fedvida.training.local import (
+    Predictions,
+    fill_weight_scores,
+    metrics_from_predictions,
+    predict,
+    train_local,
+)
 from fedvida.training.methods import get_method
-from fedvida.training.metrics import confusion_matrix, topk_accuracy
+from fedvida.training.metrics import best_fill_weight, confusion_matrix, topk_accuracy
 
 if TYPE_CHECKING:
     from fedvida.config import Config
@@ -145,33 +151,21 @@ def choose_fill_weight(model: FedvidaModel, cfg: Config, data: CentralData,
                        method: str) -> float:
     """Set (and return) the late-fusion weight of the audio head on fill-ins.
 
-    ``train.fill_weight`` when set; otherwise the weight of `FILL_WEIGHTS` with the lowest
-    cross-entropy on the validation clips that have no real audio (where the fill-in is used),
-    like temperature scaling (Guo et al., "On calibration of modern neural networks", ICML
-    2017). 1.0 when there is no such clip. The test split is not used.
+    ``train.fill_weight`` when set; otherwise the weight of
+    `fedvida.training.metrics.FILL_WEIGHTS` with the lowest cross-entropy on the validation
+    clips that have no real audio (where the fill-in is used;
+    `fedvida.training.metrics.best_fill_weight`, the rule federated runs apply to their
+    clients' pooled scores). 1.0 when there is no such clip. The test split is not used.
     """
-    import torch
-
     fixed = cfg.train.fill_weight
     best = 1.0 if fixed is None else float(fixed)
     val = data.val
     if fixed is None and val is not None and len(val) > 0:
-        missing = ~np.asarray(val.audio_present, dtype=bool)
-        if missing.any():
-            losses = []
-            for w in FILL_WEIGHTS:
-                model.classifier.fill_weight.fill_(w)
-                p = predict(model, val, cfg, data.dictionary, method=method,
-                            class_names=data.classes, sweep=False)
-                logits = torch.from_numpy(p.logits[missing])
-                labels = torch.from_numpy(p.labels[missing])
-                losses.append((float(torch.nn.functional.cross_entropy(logits, labels)), w))
-            best = min(losses)[1]
+        chosen = best_fill_weight(fill_weight_scores(model, val, cfg, data.dictionary, method,
+                                                     class_names=data.classes))
+        best = best if chosen is None else chosen
     model.classifier.fill_weight.fill_(best)
     return best
-
-
-FILL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def choose_svdmap_threshold(model: FedvidaModel, cfg: Config, data: CentralData,

@@ -34,7 +34,7 @@ from fedvida.training.methods import (
     method_forward,
     video_only_logits,
 )
-from fedvida.training.metrics import macro_f1, topk_accuracy
+from fedvida.training.metrics import FILL_WEIGHTS, macro_f1, topk_accuracy
 
 if TYPE_CHECKING:
     from fedvida.config import Config
@@ -278,6 +278,64 @@ def validation_top1(model: FedvidaModel, val: FeatureSet, cfg: Config,
     p = predict(model, val, cfg, dictionary, method=method, class_names=class_names,
                 sweep=False)
     return topk_accuracy(p.logits, p.labels, 1)
+
+
+def chooses_fill_weight(model: FedvidaModel, cfg: Config, method: str) -> bool:
+    """The fill-in weight of `method` is chosen on validation clips: the method fills in
+    (generator or prototypes), the classifier fuses late and ``train.fill_weight`` is unset."""
+    return (get_method(method).fills and model.classifier.fusion == "late"
+            and cfg.train.fill_weight is None)
+
+
+@contextmanager
+def fill_weight(model: FedvidaModel, weight: float) -> Iterator[None]:
+    """Run with the classifier's fill-in weight set to `weight`, restoring it afterwards."""
+    before = model.classifier.fill_weight.clone()
+    model.classifier.fill_weight.fill_(float(weight))
+    try:
+        yield
+    finally:
+        model.classifier.fill_weight.copy_(before)
+
+
+def fill_weight_scores(model: FedvidaModel, val: FeatureSet, cfg: Config,
+                       dictionary: SemanticDictionary | None, method: str,
+                       class_names: Sequence[str] | None = None) -> dict[str, float]:
+    """Validation scores of each candidate fill-in weight (`FILL_WEIGHTS`).
+
+    For every weight w: ``val_top1@w`` (top-1 over all validation clips) and ``val_fill_ce@w``
+    (mean cross-entropy over the validation clips without real audio, where the fill-in is
+    used; NaN when there is none), and ``val-missing``, the number of such clips (clients'
+    scores are pooled by `fedvida.training.metrics.pool_fill_scores`). The model's own weight
+    is restored.
+    """
+    missing = ~np.asarray(val.audio_present, dtype=bool)
+    out: dict[str, float] = {"val-missing": float(missing.sum())}
+    for w in FILL_WEIGHTS:
+        with fill_weight(model, w):
+            p = predict(model, val, cfg, dictionary, method=method, class_names=class_names,
+                        sweep=False)
+        out[f"val_top1@{w:g}"] = topk_accuracy(p.logits, p.labels, 1)
+        ce = float("nan")
+        if missing.any():
+            ce = float(F.cross_entropy(torch.from_numpy(p.logits[missing]),
+                                       torch.from_numpy(p.labels[missing])))
+        out[f"val_fill_ce@{w:g}"] = ce
+    return out
+
+
+def validation_metrics(model: FedvidaModel, val: FeatureSet, cfg: Config,
+                       dictionary: SemanticDictionary | None, method: str) -> dict[str, float]:
+    """What a federated client reports about the global model on its validation clips.
+
+    ``val_top1`` (the model as received) and ``val-examples``; when the method's fill-in weight
+    is chosen on validation (`chooses_fill_weight`), also `fill_weight_scores`.
+    """
+    out = {"val_top1": validation_top1(model, val, cfg, dictionary, method),
+           "val-examples": float(len(val))}
+    if chooses_fill_weight(model, cfg, method):
+        out.update(fill_weight_scores(model, val, cfg, dictionary, method))
+    return out
 
 
 def _add(sums: dict[str, float], key: str, value: float, weight: int) -> None:

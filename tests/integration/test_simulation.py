@@ -30,8 +30,9 @@ from fedvida.federation.checkpoints import checkpoint_dir, load_checkpoint
 from fedvida.federation.records import check_reply
 from fedvida.federation.runner import run_federated
 from fedvida.federation.server import serve
-from fedvida.reporting.runlog import RunLog
+from fedvida.reporting.runlog import RunLog, final_metrics
 from fedvida.training.methods import get_method
+from fedvida.training.metrics import FILL_WEIGHTS
 
 pytestmark = pytest.mark.slow
 
@@ -205,6 +206,17 @@ def test_faulty_client_no_audio_client_and_privacy_boundary(
     # query, train, evaluate and (federation.select_round) the last round's validation replies
     assert len(grid.received) == 4 + 4 + 4 + 4
     assert line["validation"]["clients"] == 4 and 0 <= line["validation"]["val_top1"] <= 1
+    # the fill-in weight is chosen per round on the clients' pooled validation scores (the
+    # initial model's from round 1's trainers, round 1's from the validation exchange), and the
+    # run reports the test metrics at the weight chosen for its round
+    assert line["fill_scores"]["val-examples"] > 0  # 3 trainers (client 1 failed)
+    chosen = line["validation"]["fill_scores"]["fill_weight"]
+    assert chosen in FILL_WEIGHTS and line["validation"]["fill_scores"]["val-missing"] > 0
+    assert sorted(line["server"]["by_fill_weight"]) == sorted(f"{w:g}" for w in FILL_WEIGHTS)
+    final = final_metrics([line])
+    assert final["fill_weight"] == chosen
+    assert final["top1"] == line["server"]["by_fill_weight"][f"{chosen:g}"]["top1"]
+    assert final["selected_val_top1"] == line["validation"]["fill_scores"][f"val_top1@{chosen:g}"]
     for reply in grid.received:
         if reply.has_error():  # in simulation Ray adds a traceback of code, not of data
             assert "/srv/clients" not in reply.error.reason
