@@ -381,6 +381,14 @@ class TrainConfig(Section):
         "probability (the classifier then sees what the method fills in: generated, prototype "
         "or absent), so that it keeps using video and learns to trust fill-ins.",
     )
+    modality_dropout_grid: list[float] | None = Field(
+        None,
+        description="Centralised training: candidate modality-dropout rates (each in [0, 1)); "
+        "one model per rate is trained for each method that sees real audio and the one with "
+        "the best validation top-1 is kept (ties: the lower rate), its rate reported as "
+        "`modality_dropout`. Needs val_fraction > 0. Federated runs train "
+        "train.modality_dropout (one federation per rate: use a sweep).",
+    )
     val_fraction: float = Field(
         0.2,
         ge=0.0,
@@ -436,6 +444,13 @@ class TrainConfig(Section):
     def _sweep_range(self) -> TrainConfig:
         if any(not -1.0 <= t <= 1.0 for t in self.svdmap_sweep):
             raise ValueError("svdmap_sweep values must lie in [-1, 1]")
+        grid = self.modality_dropout_grid
+        if grid is not None:
+            if not grid or any(not 0.0 <= r < 1.0 for r in grid):
+                raise ValueError("modality_dropout_grid must list rates in [0, 1)")
+            if self.val_fraction <= 0:
+                raise ValueError("modality_dropout_grid chooses on the validation split: "
+                                 "set train.val_fraction > 0")
         return self
 
 

@@ -28,6 +28,7 @@ from fedvida.training.local import (
     metrics_from_predictions,
     predict,
     train_local,
+    validation_top1,
 )
 from fedvida.training.methods import get_method
 from fedvida.training.metrics import best_fill_weight, confusion_matrix, topk_accuracy
@@ -108,7 +109,37 @@ def load_central_data(cfg: Config, methods: Sequence[str]) -> CentralData:
 def train_method(
     cfg: Config, method: str, data: CentralData, on_epoch: EpochHook | None = None
 ) -> MethodResult:
-    """Train a fresh model (seed ``train.seed``) with `method` and evaluate it on the test split."""
+    """Train a fresh model (seed ``train.seed``) with `method` and evaluate it on the test split.
+
+    With ``train.modality_dropout_grid`` (and a method that sees real audio) one model per rate
+    is trained and the one with the best validation top-1 (after its SVDMap threshold and
+    fill-in weight were chosen; ties: the lower rate) is evaluated; its rate is reported as
+    ``modality_dropout`` and every rate's validation top-1 as ``val_top1@dropout=r``. The test
+    split is not used to choose.
+    """
+    grid = cfg.train.modality_dropout_grid
+    if grid is None or not get_method(method).real_audio or data.val is None \
+            or len(data.val) == 0:
+        return _train_one(cfg, method, data, on_epoch)
+    start = time.perf_counter()
+    tried: list[tuple[float, float, MethodResult]] = []
+    for rate in sorted(set(grid)):
+        one = cfg.model_copy(deep=True)
+        one.train.modality_dropout = rate
+        res = _train_one(one, method, data, on_epoch)
+        tried.append((res.train["final_val_top1"], -rate, res))
+    _, neg_rate, best = max(tried, key=lambda t: (t[0], t[1]))
+    best.train["modality_dropout"] = -neg_rate
+    for val, neg, _ in tried:
+        best.train[f"val_top1@dropout={-neg:g}"] = val
+    best.seconds = time.perf_counter() - start
+    return best
+
+
+def _train_one(
+    cfg: Config, method: str, data: CentralData, on_epoch: EpochHook | None = None
+) -> MethodResult:
+    """`train_method` at the config's own modality-dropout rate."""
     start = time.perf_counter()
     dims = FeatureDims.from_features(data.train, len(data.classes))
     model = build_model(cfg, dims)
@@ -130,6 +161,9 @@ def train_method(
         train_metrics["svdmap_threshold"] = cfg.train.svdmap_threshold
     if get_method(method).fills and model.classifier.fusion == "late":
         train_metrics["fill_weight"] = choose_fill_weight(model, cfg, data, method)
+    if data.val is not None and len(data.val) > 0:  # the model as it will be tested
+        train_metrics["final_val_top1"] = validation_top1(
+            model, data.val, cfg, data.dictionary, method, class_names=data.classes)
     preds = predict(model, data.test, cfg, data.dictionary, method=method,
                     class_names=data.classes, oracle=data.test_oracle)
     test_metrics = metrics_from_predictions(preds, cfg)

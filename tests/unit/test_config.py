@@ -45,6 +45,8 @@ def test_overrides_parse_yaml_values() -> None:
         ("partition.withhold.clip_rate=1.5", "partition.withhold.clip_rate"),
         ("train.nonsense=1", "train.nonsense"),
         ("data.classes.mode=list", "data.classes"),
+        ("train.modality_dropout_grid=[0, 1.5]", "modality_dropout_grid must list rates in"),
+        ("train.modality_dropout_grid=[]", "modality_dropout_grid must list rates in"),
     ],
 )
 def test_invalid_values_name_the_field(override: str, field: str) -> None:

@@ -226,3 +226,43 @@ def test_linear_probe_learns_the_video_signal_and_scores_missing_clips() -> None
     assert res.metrics["top1"] > 0.8
     assert res.metrics["n_missing"] == 10
     assert (res.correct[:10] >= 0).all() and (res.correct[10:] == -1).all()
+
+
+def test_central_choices_use_the_validation_split_only(small_config: SmallConfig) -> None:
+    """The fill-in weight (lowest validation cross-entropy on clips without audio) and the
+    modality-dropout rate (best validation top-1 over ``train.modality_dropout_grid``) are
+    chosen on validation clips; the test clips' labels change nothing."""
+    from fedvida.training.central import CentralData, choose_fill_weight, train_method
+    from fedvida.training.local import fill_weight_scores
+    from fedvida.training.metrics import FILL_WEIGHTS
+
+    cfg = small_config(*SMALLER, "train.epochs=2", "model.fusion=late",
+                       "train.modality_dropout_grid=[0.5, 0.0]")
+    train, val = clips(24, 0, withheld=8, video_signal=1.0), clips(12, 1, withheld=6)
+    test = clips(12, 2, withheld=6)
+    data = CentralData(train=train, test=test, classes=[f"c{i}" for i in range(C)],
+                       dictionary=None, val=val)
+    res = train_method(cfg, "prototype", data)
+    # Assert: every rate was tried, the best validation top-1 kept (ties: the lower rate)
+    tried = {r: res.train[f"val_top1@dropout={r:g}"] for r in (0.0, 0.5)}
+    best = max(tried.values())
+    assert res.train["modality_dropout"] == min(r for r, v in tried.items() if v == best)
+    assert res.train["final_val_top1"] == best
+    # the fill-in weight is the lowest validation cross-entropy over the candidates
+    assert res.model is not None
+    scores = fill_weight_scores(res.model, val, cfg, None, "prototype")
+    ces = {w: scores[f"val_fill_ce@{w:g}"] for w in FILL_WEIGHTS}
+    assert res.train["fill_weight"] == min(FILL_WEIGHTS, key=lambda w: (ces[w], w))
+    assert float(res.model.classifier.fill_weight) == res.train["fill_weight"]
+    assert scores["val-missing"] == 6
+    # a method without real audio has nothing to drop: one model, no rate reported
+    assert "modality_dropout" not in train_method(cfg, "video_only", data).train
+    # the test split chooses nothing: other test labels, the same choices
+    flipped = clips(12, 2, withheld=6)
+    flipped.labels = (flipped.labels + 1) % C
+    again = train_method(cfg, "prototype", CentralData(
+        train=train, test=flipped, classes=data.classes, dictionary=None, val=val))
+    assert again.train == res.train
+    # a fixed train.fill_weight is used as given
+    fixed = small_config(*SMALLER, "model.fusion=late", "train.fill_weight=0.25")
+    assert choose_fill_weight(res.model, fixed, data, "prototype") == 0.25
