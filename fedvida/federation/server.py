@@ -158,7 +158,7 @@ class ServerEvaluator:
         metrics = evaluate(model, self.test, cfg, self.dictionary, method=method,
                            oracle=self.oracle)
         out: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
-        if chooses_fill_weight(model, cfg, method):
+        if cfg.train.val_fraction > 0 and chooses_fill_weight(model, cfg, method):
             by_weight = {}
             for w in FILL_WEIGHTS:
                 with fill_weight(model, w):

@@ -179,8 +179,8 @@ def final_metrics(lines: list[dict[str, Any]], select: bool = True) -> dict[str,
         weight = fill_weight_by_round(lines).get(rnd)
         last = server_metrics(chosen, weight)
         extra["selected_round"] = rnd
-        if weight is not None:
-            extra["fill_weight"] = weight
+        if weight is not None and f"{weight:g}" in chosen["server"].get("by_fill_weight", {}):
+            extra["fill_weight"] = weight  # the test metrics are those at this weight
         val = validation_by_round(lines).get(rnd)
         if val is not None and lines[-1].get("select_round") == "validation":
             extra["selected_val_top1"] = val
