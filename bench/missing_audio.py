@@ -28,6 +28,10 @@ from fedvida.reporting.missing import SEED_CAPTION, SEED_HEADER, seed_rows  # no
 from fedvida.training.central import load_central_data, run_seeds  # noqa: E402
 from fedvida.training.evaluation import caption_label_agreement  # noqa: E402
 
+# what validation chose per method and seed (printed per seed, in the JSON)
+CHOSEN = ("best_epoch", "fill_weight", "modality_dropout", "svdmap_threshold")
+SHORT = {"fill_weight": "fill", "modality_dropout": "dropout", "svdmap_threshold": "thr"}
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -40,10 +44,16 @@ def main() -> int:
     t0 = time.perf_counter()
     cfg = load_config(args.config, args.overrides)
 
+    choices: dict[int, dict[str, dict[str, float]]] = {}  # seed -> method -> chosen knobs
+
     def said(seed: int, results: list) -> None:
+        choices[seed] = {r.method: {k: float(r.train[k]) for k in CHOSEN if k in r.train}
+                         for r in results}
         print(f"seed {seed}: " + ", ".join(
             f"{r.method} {r.test.get('top1_missing', float('nan')):.3f}"
-            f"(ep {r.train.get('best_epoch', 0):.0f})" for r in results), flush=True)
+            f"(ep {r.train.get('best_epoch', 0):.0f}"
+            + "".join(f", {SHORT[k]} {r.train[k]:g}" for k in CHOSEN[1:] if k in r.train) + ")"
+            for r in results), flush=True)
 
     runs = run_seeds(cfg, args.methods, args.seeds, on_seed=said)
     n = int(runs.per_seed[0]["video_only"].get("n_missing", 0))
@@ -64,7 +74,8 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"seeds": args.seeds, "overrides": args.overrides,
-                                         "summary": summary, "per_seed": per_seed}, indent=1))
+                                         "summary": summary, "per_seed": per_seed,
+                                         "chosen_on_validation": choices}, indent=1))
     return 0
 
 
