@@ -71,7 +71,8 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     metrics = node.evaluate(
         cfg, partition_of(context.node_config), method, digest=str(conf.get(K.CFG_DIGEST, "")),
         incoming=R.arrays_to_numpy(msg.content.array_records[K.ARRAYS_KEY]),
-        kept=kept,
+        kept=kept, node_config=context.node_config,
+        server_round=int(conf[K.CFG_ROUND]) if K.CFG_ROUND in conf else None,  # type: ignore[arg-type]
         validate_only=bool(conf.get(K.CFG_VALIDATE, False)))
     return Message(R.reply(None, metrics), reply_to=msg)
 

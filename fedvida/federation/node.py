@@ -253,13 +253,17 @@ def train(cfg: Config, partition: int, method: str, *, server_round: int, epochs
 
 def evaluate(cfg: Config, partition: int, method: str, *, digest: str,
              incoming: Mapping[str, np.ndarray], kept: Mapping[str, np.ndarray] | None = None,
-             validate_only: bool = False) -> dict[str, float | int]:
+             validate_only: bool = False, node_config: Mapping[str, Any] | None = None,
+             server_round: int | None = None) -> dict[str, float | int]:
     """The global model on this node's local data.
 
     Under partial sharing the model evaluated is this node's own: the global shared parts with
     the trained parts it keeps (``kept``, as trained in its last round), not their initial
-    values. ``validate_only`` (the server choosing a round, ``federation.select_round``): only
-    ``val_top1`` on this node's validation split, weighted by its clips (none without clips).
+    values. Without ``kept`` (a resumed run in which this node has not trained yet: empty
+    ``Context.state``) they come from the node's files, the newest of a round up to
+    ``server_round`` (any round when None), as `train` loads them. ``validate_only`` (the
+    server choosing a round, ``federation.select_round``): only ``val_top1`` on this node's
+    validation split, weighted by its clips (none without clips).
 
     Returns
     -------
@@ -267,11 +271,19 @@ def evaluate(cfg: Config, partition: int, method: str, *, digest: str,
         `fedvida.training.local.evaluate`'s metrics (or ``val_top1``), ``num-examples`` and
         ``partition-id``.
     """
+    from fedvida.federation import nodestate
     from fedvida.models.container import load_state
     from fedvida.training.local import evaluate as evaluate_local
     from fedvida.training.local import validation_metrics
+    from fedvida.training.methods import get_method, shared_parts
 
     use_threads(cfg)
+    if kept is None:
+        shared_prefixes = shared_parts(cfg, method)
+        if any(p not in shared_prefixes for p in get_method(method).trains):
+            before = server_round + 1 if server_round is not None else 2**31
+            kept = nodestate.load_state(cfg, node_config or {}, partition, method,
+                                        nodestate.LOCAL, before)
     plan, data = local_features(cfg, partition)
     if validate_only:
         plan, _, data = train_and_validation(cfg, partition)
