@@ -159,8 +159,12 @@ class ServerEvaluator:
                            oracle=self.oracle)
         out: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
         if cfg.train.val_fraction > 0 and chooses_fill_weight(model, cfg, method):
+            received = float(model.classifier.fill_weight)  # already evaluated above
             by_weight = {}
             for w in FILL_WEIGHTS:
+                if w == received:
+                    by_weight[f"{w:g}"] = {k: v for k, v in out.items()}
+                    continue
                 with fill_weight(model, w):
                     at = evaluate(model, self.test, cfg, self.dictionary, method=method,
                                   oracle=self.oracle)

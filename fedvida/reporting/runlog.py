@@ -115,9 +115,10 @@ def validation_by_round(lines: list[dict[str, Any]]) -> dict[int, float]:
         final = (ln.get("validation") or {}).get("val_top1")
         if final is not None and math.isfinite(float(final)):
             out[rnd] = float(final)
-    scores = fill_scores_by_round(lines)
-    for rnd, w in fill_weight_by_round(lines).items():
-        val = scores[rnd].get(f"val_top1@{w:g}")
+    for rnd, scores in fill_scores_by_round(lines).items():
+        if "fill_weight" not in scores:
+            continue
+        val = scores.get(f"val_top1@{float(scores['fill_weight']):g}")
         if val is not None and math.isfinite(float(val)):
             out[rnd] = float(val)
     return out

@@ -161,7 +161,8 @@ def _train_one(
         train_metrics["svdmap_threshold"] = cfg.train.svdmap_threshold
     if get_method(method).fills and model.classifier.fusion == "late":
         train_metrics["fill_weight"] = choose_fill_weight(model, cfg, data, method)
-    if data.val is not None and len(data.val) > 0:  # the model as it will be tested
+    if cfg.train.modality_dropout_grid is not None and data.val is not None \
+            and len(data.val) > 0:  # the model as it will be tested, to compare the rates
         train_metrics["final_val_top1"] = validation_top1(
             model, data.val, cfg, data.dictionary, method, class_names=data.classes)
     preds = predict(model, data.test, cfg, data.dictionary, method=method,

@@ -331,11 +331,12 @@ def validation_metrics(model: FedvidaModel, val: FeatureSet, cfg: Config,
     ``val_top1`` (the model as received) and ``val-examples``; when the method's fill-in weight
     is chosen on validation (`chooses_fill_weight`), also `fill_weight_scores`.
     """
-    out = {"val_top1": validation_top1(model, val, cfg, dictionary, method),
-           "val-examples": float(len(val))}
-    if chooses_fill_weight(model, cfg, method):
-        out.update(fill_weight_scores(model, val, cfg, dictionary, method))
-    return out
+    scores = (fill_weight_scores(model, val, cfg, dictionary, method)
+              if chooses_fill_weight(model, cfg, method) else {})
+    received = f"val_top1@{float(model.classifier.fill_weight):g}"  # scored already, if any
+    top1 = scores[received] if received in scores else validation_top1(
+        model, val, cfg, dictionary, method)
+    return {"val_top1": top1, "val-examples": float(len(val)), **scores}
 
 
 def _add(sums: dict[str, float], key: str, value: float, weight: int) -> None:
