@@ -1,5 +1,6 @@
-"""Helpers of the deployment tests: free loopback ports, waiting for a log line, and stopping
-the Flower processes a test started (each in its own process group)."""
+"""Helpers of the deployment tests: free loopback ports, waiting for a log line, registering the
+SuperNodes' public keys, and stopping the Flower processes a test started (each in its own
+process group)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from fedvida.federation.deploy import register_command
 
 
 def free_port() -> int:
@@ -26,6 +30,15 @@ def wait_for(path: Path, text: str, timeout: float) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"'{text}' not in {path} after {timeout}s:\n{path.read_text()[-2000:]}")
+
+
+def register_nodes(keys: Sequence[tuple[Path, Path]], env: Mapping[str, str], cwd: Path) -> None:
+    """Register every (private, public) node key's public half with the running SuperLink of the
+    ``fedvida`` connection (`register_command`), asserting each says so."""
+    for _, public in keys:
+        done = subprocess.run(register_command(public, "fedvida"), cwd=cwd, env=dict(env),
+                              capture_output=True, text=True, timeout=60)
+        assert "registered successfully" in done.stdout, done.stdout + done.stderr
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:

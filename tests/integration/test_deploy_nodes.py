@@ -14,14 +14,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from deploy_helpers import free_port, stop, wait_for
+from deploy_helpers import free_port, register_nodes, stop, wait_for
 
 from fedvida.cli import main
 from fedvida.config import Config
 from fedvida.data.partition import Plan
 from fedvida.features.cache import open_stores
 from fedvida.federation.deploy import (
-    register_command,
     run_command,
     superlink_command,
     supernode_command,
@@ -106,10 +105,7 @@ def test_three_supernodes_each_extract_their_own_clips_over_tls(
         start(superlink_command(certs.ca_cert.parent, control_port=control,
                                 fleet=f"127.0.0.1:{fleet}"), link_log, server)
         wait_for(link_log, "Starting Fleet API", 60)
-        for _, public in keys:
-            done = subprocess.run(register_command(public, "fedvida"), cwd=PROJECT, env=env,
-                                  capture_output=True, text=True, timeout=60)
-            assert "registered successfully" in done.stdout, done.stdout + done.stderr
+        register_nodes(keys, env, PROJECT)
         for k, (private, _) in enumerate(keys):
             start(supernode_command(k, superlink=f"127.0.0.1:{fleet}", port=free_port(),
                                     data_dir=data_dirs[k], ca_cert=certs.ca_cert,

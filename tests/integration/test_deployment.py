@@ -16,12 +16,12 @@ from pathlib import Path
 import grpc
 import pytest
 from deploy_helpers import free_port as _free_port
+from deploy_helpers import register_nodes
 from deploy_helpers import stop as _stop
 from deploy_helpers import wait_for as _wait_for
 
 from fedvida.config import Config
 from fedvida.federation.deploy import (
-    register_command,
     run_command,
     superlink_command,
     supernode_command,
@@ -81,10 +81,7 @@ def test_two_supernodes_over_grpc_with_tls_and_node_auth(
         with grpc.insecure_channel(f"127.0.0.1:{fleet}") as ch, pytest.raises(
                 grpc.FutureTimeoutError):
             grpc.channel_ready_future(ch).result(timeout=3)
-        for _, public in keys:
-            done = subprocess.run(register_command(public, "fedvida"), cwd=PROJECT, env=env,
-                                  capture_output=True, text=True, timeout=60)
-            assert "registered successfully" in done.stdout, done.stdout + done.stderr
+        register_nodes(keys, env, PROJECT)
         tap.start()
         for k, (private, _) in enumerate(keys[:2]):
             start(supernode_command(k, superlink=f"127.0.0.1:{tap.address[1]}",
